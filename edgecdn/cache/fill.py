@@ -1,0 +1,126 @@
+"""Read-while-write: one body being written to a temporary file while any number of clients read it.
+
+Rules of this file: the fill belongs to the cache, not to a client; readers never block the writer, and the
+writer never waits for readers. Small bodies are also kept in memory, so their readers need no thread hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+FLUSH_BYTES = 256 * 1024  # write to the file at least this often
+
+
+class Fill:
+    """The body of one response on its way into the cache."""
+
+    def __init__(self, path: Path, fd: int, *, memory_limit: int) -> None:
+        self.path = path
+        self._fd = fd
+        self._memory_limit = memory_limit
+        self.memory: bytearray | None = bytearray() if memory_limit > 0 else None
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self.received = 0
+        self.flushed = 0
+        self.done = False
+        self.error: BaseException | None = None
+        self.adopted = False  # the file was moved into the disk tier; do not unlink it
+        self._readers = 0
+        self._changed = asyncio.Event()
+
+    @classmethod
+    async def create(cls, tmp_dir: Path, name: str, *, memory_limit: int) -> Fill:
+        path = tmp_dir / name
+        fd = await asyncio.to_thread(os.open, path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        return cls(path, fd, memory_limit=memory_limit)
+
+    # -- writer side -------------------------------------------------------------------------------
+
+    async def append(self, chunk: bytes) -> None:
+        """Take one chunk from the origin; flushes to the file when enough is pending."""
+        self.received += len(chunk)
+        if self.memory is not None:
+            if self.received <= self._memory_limit:
+                self.memory += chunk
+            else:
+                self.memory = None
+        self._pending.append(chunk)
+        self._pending_bytes += len(chunk)
+        if self.memory is not None:
+            self._wake()
+        if self._pending_bytes >= FLUSH_BYTES:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write what is pending, so readers reading from the file can see it."""
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        await asyncio.to_thread(_pwrite_all, self._fd, data, self.flushed)
+        self.flushed += len(data)
+        self._wake()
+
+    def end(self) -> None:
+        """The whole body arrived and was committed (or deliberately not kept): readers may finish."""
+        self.done = True
+        self._wake()
+        self._maybe_close()
+
+    def fail(self, error: BaseException) -> None:
+        """The body broke off: readers raise `error`, and the file is removed (never served later)."""
+        if self.done:
+            return
+        self.error = error
+        self.done = True
+        self._wake()
+        self._maybe_close()
+
+    # -- reader side -------------------------------------------------------------------------------
+
+    def acquire(self) -> None:
+        self._readers += 1
+
+    def release(self) -> None:
+        self._readers -= 1
+        self._maybe_close()
+
+    async def read(self, offset: int, limit: int) -> bytes:
+        """Up to `limit` bytes at `offset`, waiting for them to arrive; b"" at the end of the body."""
+        while True:
+            if self.error is not None:
+                raise self.error
+            changed = self._changed
+            if self.memory is not None and offset < len(self.memory):
+                return bytes(self.memory[offset : offset + limit])
+            if offset < self.flushed:
+                n = min(limit, self.flushed - offset)
+                return await asyncio.to_thread(os.pread, self._fd, n, offset)
+            if self.done:
+                return b""
+            await changed.wait()
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _maybe_close(self) -> None:
+        if self.done and self._readers == 0 and self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            if not self.adopted:
+                self.path.unlink(missing_ok=True)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n

@@ -1,0 +1,57 @@
+"""The per-process memory tier: an LRU bounded in bytes, answered with no thread hop and no I/O."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from edgecdn.cache.entry import Entry, VaryMarker
+
+
+@dataclass(slots=True)
+class MemoryObject:
+    entry: Entry
+    body: bytes
+
+
+class MemoryTier:
+    """Objects and vary markers by key; `max_bytes` bounds the sum of body sizes plus a per-item cost."""
+
+    ITEM_COST = 512  # rough bytes of bookkeeping per item, so many empty bodies still count
+
+    def __init__(self, max_bytes: int, max_object: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_object = max_object
+        self.bytes = 0
+        self._items: OrderedDict[str, MemoryObject | VaryMarker] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: str) -> MemoryObject | VaryMarker | None:
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, key: str, item: MemoryObject | VaryMarker) -> None:
+        if isinstance(item, MemoryObject) and len(item.body) > self.max_object:
+            self.discard(key)
+            return
+        self.discard(key)
+        self._items[key] = item
+        self.bytes += self._cost(item)
+        while self.bytes > self.max_bytes and self._items:
+            _, old = self._items.popitem(last=False)
+            self.bytes -= self._cost(old)
+
+    def discard(self, key: str) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= self._cost(old)
+
+    def keys(self) -> list[str]:
+        return list(self._items)
+
+    def _cost(self, item: MemoryObject | VaryMarker) -> int:
+        return self.ITEM_COST + (len(item.body) if isinstance(item, MemoryObject) else 0)

@@ -1,0 +1,129 @@
+"""The `edgecdn` command. Each subcommand's flags and body live with the concept it drives.
+
+Rules of this file: bad input prints one line and exits 2; nothing prints a traceback to a user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+
+from edgecdn import config as config_mod
+from edgecdn.config import Config, load_config, validate
+from edgecdn.control import keygen, versioning
+from edgecdn.errors import ConfigError, EdgeError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """argparse's own errors: one line, exit 2 (no usage dump)."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", metavar="FILE", help="TOML config; flags override it")
+    p.add_argument(
+        "--origin",
+        action="append",
+        metavar="URL",
+        help="origin base URL, e.g. http://127.0.0.1:9000 (repeatable, in order)",
+    )
+    p.add_argument("--listen", metavar="HOST:PORT", help="public listener (default 127.0.0.1:8080)")
+    p.add_argument(
+        "--admin-listen",
+        metavar="HOST:PORT",
+        help="admin listener: metrics, stats (default 127.0.0.1:8081)",
+    )
+    p.add_argument("--cache-dir", metavar="DIR", help="disk tier directory (default ./.edgecdn-cache)")
+    p.add_argument("--memory-size", metavar="SIZE", help='memory tier bound, e.g. "256MiB"')
+    p.add_argument("--disk-size", metavar="SIZE", help='disk tier bound, e.g. "10GiB"')
+    p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+    p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio event loop")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config file (if any) with command-line flags applied on top, validated."""
+    cfg = load_config(args.config) if args.config else Config()
+    server, cache = cfg.server, cfg.cache
+    if args.origin:
+        cfg = dataclasses.replace(
+            cfg, origins=tuple(config_mod.parse_origin_url(o, "--origin") for o in args.origin)
+        )
+    if args.listen:
+        server = dataclasses.replace(server, listen=args.listen)
+    if args.admin_listen:
+        server = dataclasses.replace(server, admin_listen=args.admin_listen)
+    if args.no_access_log:
+        server = dataclasses.replace(server, access_log=False)
+    if args.no_uvloop:
+        server = dataclasses.replace(server, uvloop=False)
+    if args.cache_dir:
+        cache = dataclasses.replace(cache, dir=args.cache_dir)
+    if args.memory_size:
+        cache = dataclasses.replace(
+            cache, memory_size=config_mod.parse_size(args.memory_size, "--memory-size")
+        )
+    if args.disk_size:
+        cache = dataclasses.replace(cache, disk_size=config_mod.parse_size(args.disk_size, "--disk-size"))
+    cfg = dataclasses.replace(cfg, server=server, cache=cache)
+    validate(cfg)
+    if not cfg.origins:
+        raise ConfigError("origins: at least one origin is required (--origin URL or origins = [...])")
+    return cfg
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from edgecdn.process.runner import run
+
+    return run(config_from_args(args))
+
+
+def _check_config_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE", help="TOML config to validate")
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    cfg = load_config(args.file)
+    print(f"{args.file}: ok ({len(cfg.origins)} origin(s), {len(cfg.cache.rules)} cache rule(s))")
+    return 0
+
+
+Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+COMMANDS: Sequence[Command] = (
+    ("serve", "run an edge", _serve_arguments, _serve),
+    ("check-config", "validate a config file", _check_config_arguments, _check_config),
+    (
+        "version",
+        "rename assets to content-hash names and write manifests",
+        versioning.add_arguments,
+        versioning.run,
+    ),
+    ("keygen", "print a new admin key KID:SECRET", keygen.add_arguments, keygen.run),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="edgecdn", description="A CDN edge cache server.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, help_text, add_arguments, run in COMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+        return code
+    except (ConfigError, UsageError) as e:
+        print(f"edgecdn: error: {e}", file=sys.stderr)
+        return 2
+    except EdgeError as e:
+        print(f"edgecdn: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,46 @@
+"""The small error tree. Failures carry who is to blame and whether another try could succeed.
+
+aiohttp and OS exceptions are translated into these once, in the origin client and the stores.
+"""
+
+
+class EdgeError(Exception):
+    """Base of every error edgecdn raises on purpose."""
+
+
+class ConfigError(EdgeError):
+    """Bad configuration; the message names the key: `cache.max_object_size: must be > 0`."""
+
+
+class UsageError(EdgeError):
+    """Bad command-line input; the CLI prints the message as one line and exits 2."""
+
+
+class OriginError(EdgeError):
+    """The origin failed us. `status` is what the client gets; `detail` goes into Cache-Status."""
+
+    retryable = False
+    status = 502
+    detail = "origin-error"
+
+
+class OriginConnectError(OriginError):
+    retryable = True
+    detail = "origin-unreachable"
+
+
+class OriginTimeout(OriginError):
+    retryable = True
+    status = 504
+    detail = "origin-timeout"
+
+
+class OriginBodyError(OriginError):
+    """The body broke off after the head arrived (reset, short read, idle timeout)."""
+
+    retryable = True
+    detail = "origin-body-incomplete"
+
+
+class StorageError(EdgeError):
+    """A cache store failed. Never fails a request: the edge serves from the origin instead."""

@@ -1,0 +1,88 @@
+"""Cache-Control and CDN-Cache-Control directives (RFC 9111 §5.2, RFC 9213).
+
+Rules of this file: parsing never raises; a malformed directive is dropped, and a malformed delta-seconds
+value counts as absent except where RFC 9111 §4.2.1 says to treat it as stale (max-age, s-maxage → 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+# RFC 9111 §1.2.2: delta-seconds larger than this are treated as this.
+MAX_DELTA = 2**31
+
+
+@dataclass(frozen=True, slots=True)
+class CacheControl:
+    """Parsed directives: lower-case name → argument (None when the directive has none)."""
+
+    directives: dict[str, str | None] = field(default_factory=dict)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.directives
+
+    def seconds(self, name: str) -> int | None:
+        """The directive's delta-seconds, or None when absent; a bad number reads as 0 (stale)."""
+        if name not in self.directives:
+            return None
+        return parse_delta(self.directives[name])
+
+    def field_names(self, name: str) -> frozenset[str]:
+        """The field names of a qualified directive such as `private="Set-Cookie"` (lower-cased)."""
+        arg = self.directives.get(name)
+        if not arg:
+            return frozenset()
+        return frozenset(p.strip().lower() for p in arg.split(",") if p.strip())
+
+    def __bool__(self) -> bool:
+        return bool(self.directives)
+
+
+def parse_delta(value: str | None) -> int:
+    """delta-seconds (RFC 9111 §1.2.2); anything unparseable is 0, which makes a response stale."""
+    if value is None or not value.isdigit():
+        return 0
+    return min(int(value), MAX_DELTA)
+
+
+def parse_cache_control(values: Iterable[str]) -> CacheControl:
+    """Parse every field line of Cache-Control (or CDN-Cache-Control) into one set of directives."""
+    out: dict[str, str | None] = {}
+    for value in values:
+        for name, arg in _split_directives(value):
+            # RFC 9111 §4.2.1: with duplicated directives, use the first.
+            out.setdefault(name, arg)
+    return CacheControl(out)
+
+
+def _split_directives(value: str) -> Iterable[tuple[str, str | None]]:
+    """Split `a, b=1, c="x, y"` on commas outside quoted strings."""
+    i, n = 0, len(value)
+    while i < n:
+        while i < n and value[i] in " \t,":
+            i += 1
+        start = i
+        while i < n and value[i] not in "=,":
+            i += 1
+        name = value[start:i].strip().lower()
+        arg: str | None = None
+        if i < n and value[i] == "=":
+            i += 1
+            if i < n and value[i] == '"':
+                i += 1
+                chars = []
+                while i < n and value[i] != '"':
+                    if value[i] == "\\" and i + 1 < n:
+                        i += 1
+                    chars.append(value[i])
+                    i += 1
+                i += 1
+                arg = "".join(chars)
+            else:
+                start = i
+                while i < n and value[i] != ",":
+                    i += 1
+                arg = value[start:i].strip()
+        if name and all(c.isalnum() or c in "-_!#$%&'*+.^`|~" for c in name):
+            yield name, arg

@@ -1,0 +1,35 @@
+"""Prometheus metrics. One registry per running edge (not the global one), so tests can build many."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "edgecdn_requests", "Client requests by cache status", ["cache_status"], registry=r
+        )
+        self.origin_requests = Counter(
+            "edgecdn_origin_requests",
+            "Requests sent to origins by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.fills = Counter("edgecdn_fills", "Cache fills by result", ["result"], registry=r)
+        self.coalesced = Counter(
+            "edgecdn_coalesced_waiters", "Requests that joined a fill already in flight", registry=r
+        )
+        self.storage_errors = Counter(
+            "edgecdn_storage_errors",
+            "Store operations that failed (served from origin)",
+            registry=r,
+        )
+        self.memory_bytes = Gauge("edgecdn_memory_tier_bytes", "Bytes in the memory tier", registry=r)
+        self.disk_bytes = Gauge("edgecdn_disk_tier_bytes", "Bytes in the disk tier", registry=r)
+        self.flights = Gauge("edgecdn_fills_in_flight", "Fills running now", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,120 @@
+"""Whether a response may be stored, and the StoredResponse it becomes (RFC 9111 §3, §3.1, §4.2).
+
+Rules of this file: when in doubt, do not store; a shared cache drops `private` and Set-Cookie responses,
+and only stores an Authorization-bearing exchange when the response explicitly allows it (§3.5).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from edgecdn.config import CacheConfig
+from edgecdn.http.fields import PER_RESPONSE, Headers, end_to_end, get_all, get_one, split_list
+from edgecdn.policy.freshness import (
+    HEURISTIC_STATUSES,
+    effective_cache_control,
+    freshness,
+    initial_age,
+    trusted_date,
+)
+from edgecdn.policy.stored import StoredResponse
+
+
+class NotStorable(enum.Enum):
+    """Why a response was not stored; the value is the Cache-Status `detail`."""
+
+    NO_STORE = "no-store"
+    PRIVATE = "private"
+    AUTHORIZATION = "authorization"
+    SET_COOKIE = "set-cookie"
+    STATUS = "status"
+    VARY_STAR = "vary-star"
+    NO_FRESHNESS = "zero-ttl"
+    TOO_LARGE = "too-large"
+    REQUEST_NO_STORE = "request-no-store"
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """The facts of one origin exchange that admission needs."""
+
+    path: str
+    status: int
+    headers: Headers
+    request_time: float
+    response_time: float
+    request_has_auth: bool = False
+    request_no_store: bool = False
+
+
+def admit(ex: Exchange, *, cfg: CacheConfig) -> StoredResponse | NotStorable:
+    """RFC 9111 §3: store this response, or say why not."""
+    if ex.request_no_store:
+        return NotStorable.REQUEST_NO_STORE
+    cc = effective_cache_control(ex.headers)
+    if "no-store" in cc:
+        return NotStorable.NO_STORE
+    if "private" in cc and not cc.field_names("private"):
+        return NotStorable.PRIVATE
+    auth_ok = "public" in cc or "s-maxage" in cc or "must-revalidate" in cc
+    if ex.request_has_auth and not auth_ok:
+        return NotStorable.AUTHORIZATION
+    if get_one(ex.headers, "set-cookie") is not None:
+        return NotStorable.SET_COOKIE
+    explicit = any(d in cc for d in ("max-age", "s-maxage", "public")) or bool(get_one(ex.headers, "expires"))
+    if ex.status in (206, 304) or ex.status < 200 or not (explicit or ex.status in HEURISTIC_STATUSES):
+        return NotStorable.STATUS
+    vary = tuple(v.lower() for v in split_list(get_all(ex.headers, "vary")))
+    if "*" in vary:
+        return NotStorable.VARY_STAR
+    length = get_one(ex.headers, "content-length")
+    if length is not None and length.isdigit() and int(length) > cfg.max_object_size:
+        return NotStorable.TOO_LARGE
+    stored = to_stored(ex, cfg=cfg, size=0)
+    stored_ok = stored.lifetime > 0 or stored.stale_while_revalidate > 0 or stored.has_validator
+    if not stored_ok:
+        return NotStorable.NO_FRESHNESS
+    return stored
+
+
+def to_stored(ex: Exchange, *, cfg: CacheConfig, size: int) -> StoredResponse:
+    """The StoredResponse for an exchange already judged storable (also used after a 304 merge)."""
+    cc = effective_cache_control(ex.headers)
+    # RFC 9111 §5.2.2.7: a qualified `private` names fields a shared cache must not store.
+    drop = PER_RESPONSE | cc.field_names("private")
+    headers = end_to_end(ex.headers, drop=drop)
+    date = trusted_date(get_one(headers, "date"), response_time=ex.response_time, max_skew=cfg.clock_skew)
+    fresh = freshness(ex.status, headers, path=ex.path, date=date, cfg=cfg)
+    tags = split_tags(get_all(headers, "surrogate-key") + get_all(headers, "cache-tag"))
+    return StoredResponse(
+        status=ex.status,
+        headers=headers,
+        size=size,
+        response_time=ex.response_time,
+        initial_age=initial_age(
+            ex.headers,
+            request_time=ex.request_time,
+            response_time=ex.response_time,
+            max_skew=cfg.clock_skew,
+        ),
+        lifetime=fresh.lifetime,
+        stale_while_revalidate=fresh.stale_while_revalidate,
+        stale_if_error=fresh.stale_if_error,
+        must_revalidate=fresh.must_revalidate,
+        no_cache=fresh.no_cache,
+        auth_ok="public" in cc or "s-maxage" in cc or "must-revalidate" in cc,
+        etag=get_one(headers, "etag"),
+        last_modified=get_one(headers, "last-modified"),
+        vary=tuple(v.lower() for v in split_list(get_all(headers, "vary"))),
+        tags=tags,
+    )
+
+
+def split_tags(values: list[str]) -> tuple[str, ...]:
+    """Surrogate-Key is space-separated, Cache-Tag comma-separated; accept both in either."""
+    seen: dict[str, None] = {}
+    for value in values:
+        for tag in value.replace(",", " ").split():
+            seen.setdefault(tag, None)
+    return tuple(seen)

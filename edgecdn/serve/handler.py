@@ -1,0 +1,266 @@
+"""The request handler: receive → key → lookup → decide → fetch (coalesced) → store → respond.
+
+Rules of this file: each phase is a short named method; the decision is matched exhaustively and ends in
+assert_never; nothing here reads bytes from disk itself or makes a cache decision (policy/ does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import assert_never
+
+from aiohttp import web
+
+from edgecdn import clock
+from edgecdn.cache.entry import VaryMarker
+from edgecdn.cache.memory import MemoryObject
+from edgecdn.cache.store import DiskObject, Found, Store
+from edgecdn.config import Config
+from edgecdn.errors import OriginError, StorageError
+from edgecdn.fetch.client import OriginClient
+from edgecdn.fetch.coalesce import (
+    Coalescer,
+    Failed,
+    FillRequest,
+    Flight,
+    Revalidated,
+    Storing,
+    Uncacheable,
+)
+from edgecdn.fetch.pool import OriginPool
+from edgecdn.http.conditional import Precondition
+from edgecdn.metrics import Metrics
+from edgecdn.policy.decide import (
+    Fresh,
+    Miss,
+    OnlyIfCached,
+    Pass,
+    PassReason,
+    RequestFacts,
+    Revalidate,
+    StaleWhileRevalidate,
+    decide,
+    request_facts,
+    ttl_left,
+    usable_on_error,
+)
+from edgecdn.policy.freshness import current_age
+from edgecdn.policy.key import primary_key, variant_key
+from edgecdn.policy.status import CacheStatus, cache_status_field
+from edgecdn.serve import proxy, respond
+
+log = logging.getLogger("edgecdn.handler")
+
+MAX_VARY_RETRIES = 2  # a waiter whose variant differs from the fill's looks up again at most this often
+
+
+class Handler:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        client: OriginClient,
+        pool: OriginPool,
+        coalescer: Coalescer,
+        metrics: Metrics,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.client = client
+        self.pool = pool
+        self.coalescer = coalescer
+        self.metrics = metrics
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        resp = await self.handle(request)
+        self.metrics.requests.labels(resp.headers.get("X-Cache", "NONE")).inc()
+        return resp
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        primary = primary_key(request.raw_path)
+        h = request.headers
+        facts = request_facts(
+            request.method,
+            h.getall("Cache-Control", []),
+            h.getall("Pragma", []),
+            "Authorization" in h,
+        )
+        if request.method not in ("GET", "HEAD"):
+            return await self.pass_through(request, primary, PassReason.METHOD)
+        for _ in range(MAX_VARY_RETRIES + 1):
+            found = await self.lookup(request, primary)
+            resp = await self.act(request, primary, facts, found)
+            if resp is not None:
+                return resp
+        return await self.pass_through(request, primary, PassReason.HIT_FOR_MISS)
+
+    async def lookup(self, request: web.BaseRequest, primary: str) -> Found | None:
+        hit = self.store.lookup_memory(primary, request.headers)
+        if hit is not None:
+            return hit
+        try:
+            return await self.store.lookup(primary, request.headers)
+        except StorageError as e:
+            self.metrics.storage_errors.inc()
+            log.warning("lookup of %s failed, going to the origin: %s", primary, e)
+            return None
+
+    async def act(
+        self, request: web.BaseRequest, primary: str, facts: RequestFacts, found: Found | None
+    ) -> web.StreamResponse | None:
+        """One decision and what follows from it; None means "look up again" (a Vary race)."""
+        now = clock.now()
+        match decide(facts, found.entry.stored if found else None, now=now):
+            case Fresh(entry=e, age=age, stale=stale):
+                assert found is not None
+                status = CacheStatus.STALE if stale else CacheStatus.HIT
+                field = cache_status_field(status, ttl=ttl_left(e, age))
+                return await respond.from_cache(
+                    request,
+                    found,
+                    respond.base_headers(e, age=age, status=status, cache_status=field),
+                )
+            case StaleWhileRevalidate(entry=e, age=age):
+                assert found is not None
+                self.coalescer.refresh(found.entry.key, self.fill_request(request, primary, found))
+                field = cache_status_field(
+                    CacheStatus.UPDATING, ttl=ttl_left(e, age), detail="stale-while-revalidate"
+                )
+                return await respond.from_cache(
+                    request,
+                    found,
+                    respond.base_headers(e, age=age, status=CacheStatus.UPDATING, cache_status=field),
+                )
+            case Revalidate():
+                assert found is not None
+                return await self.fetch(request, primary, found, fwd="stale")
+            case Miss():
+                if self.coalescer.is_hit_for_miss(primary, now=now):
+                    return await self.fetch(request, primary, None, fwd="uri-miss", shared=False)
+                return await self.fetch(request, primary, None, fwd="miss")
+            case Pass(reason=reason):
+                return await self.pass_through(request, primary, reason)
+            case OnlyIfCached():
+                return respond.error(
+                    504,
+                    "not cached (only-if-cached)",
+                    cache_status=cache_status_field(CacheStatus.MISS, detail="only-if-cached"),
+                )
+            case unreachable:
+                assert_never(unreachable)
+
+    def fill_request(self, request: web.BaseRequest, primary: str, found: Found | None) -> FillRequest:
+        return FillRequest(
+            primary=primary,
+            target=request.raw_path,
+            path=request.path,
+            headers=tuple(request.headers.items()),
+            client_ip=request.remote,
+            revalidate=found.entry if found is not None else None,
+        )
+
+    async def fetch(
+        self,
+        request: web.BaseRequest,
+        primary: str,
+        found: Found | None,
+        *,
+        fwd: str,
+        shared: bool = True,
+    ) -> web.StreamResponse | None:
+        """Join (or start) the fill for this object and answer from it."""
+        key = found.entry.key if found is not None else self.flight_key(request, primary)
+        flight, owner = self.coalescer.join(key, self.fill_request(request, primary, found), shared=shared)
+        try:
+            return await self.answer(request, primary, found, flight, owner, fwd)
+        finally:
+            flight.leave()
+            if isinstance(found, DiskObject):
+                found.file.close()
+
+    def flight_key(self, request: web.BaseRequest, primary: str) -> str:
+        marker = self.store.memory.get(primary)
+        if isinstance(marker, VaryMarker):
+            return variant_key(primary, marker.names, request.headers)
+        return primary
+
+    async def answer(
+        self,
+        request: web.BaseRequest,
+        primary: str,
+        found: Found | None,
+        flight: Flight,
+        owner: bool,
+        fwd: str,
+    ) -> web.StreamResponse | None:
+        head = await asyncio.shield(flight.head)
+        now = clock.now()
+        match head:
+            case Storing(entry=entry, fill=fill, length=length):
+                if variant_key(primary, entry.stored.vary, request.headers) != entry.key:
+                    return None  # this fill is another variant: look up again
+                status = CacheStatus.EXPIRED if found is not None else CacheStatus.MISS
+                field = cache_status_field(
+                    status,
+                    fwd=fwd,
+                    fwd_status=entry.stored.status,
+                    stored=True,
+                    detail=None if owner else "coalesced",
+                )
+                headers = respond.base_headers(entry.stored, age=0, status=status, cache_status=field)
+                pre = respond.precondition(request, entry.stored)
+                if pre is not Precondition.PROCEED:
+                    return respond.not_modified(headers, pre)
+                return await respond.from_fill(request, fill, entry.stored, length, headers)
+            case Revalidated(entry=entry):
+                assert found is not None
+                revalidated: Found
+                if isinstance(found, MemoryObject):
+                    revalidated = MemoryObject(entry, found.body)
+                else:
+                    revalidated = DiskObject(entry, found.file)
+                age = current_age(entry.stored.initial_age, entry.stored.response_time, now=now)
+                field = cache_status_field(CacheStatus.REVALIDATED, fwd=fwd, fwd_status=304)
+                headers = respond.base_headers(
+                    entry.stored, age=age, status=CacheStatus.REVALIDATED, cache_status=field
+                )
+                return await respond.from_cache(request, revalidated, headers)
+            case Uncacheable(reason=reason, status=status):
+                resp = flight.claim_response() if owner else None
+                if resp is None:
+                    return await self.pass_through(request, primary, PassReason.HIT_FOR_MISS)
+                field = cache_status_field(CacheStatus.MISS, fwd=fwd, fwd_status=status, detail=reason.value)
+                return await proxy.relay(request, resp, self.client, field, CacheStatus.MISS)
+            case Failed(error=err):
+                return await self.origin_failed(request, found, err, now=now)
+            case unreachable:
+                assert_never(unreachable)
+
+    async def origin_failed(
+        self, request: web.BaseRequest, found: Found | None, err: OriginError, *, now: float
+    ) -> web.StreamResponse:
+        """stale-if-error when allowed (RFC 5861 §4), else 502/504 saying why."""
+        if found is not None and usable_on_error(found.entry.stored, now=now):
+            stored = found.entry.stored
+            age = current_age(stored.initial_age, stored.response_time, now=now)
+            field = cache_status_field(CacheStatus.STALE, fwd="stale", detail="stale-if-error")
+            headers = respond.base_headers(stored, age=age, status=CacheStatus.STALE, cache_status=field)
+            return await respond.from_cache(request, found, headers)
+        field = cache_status_field(CacheStatus.MISS, fwd="miss", detail=err.detail)
+        return respond.error(err.status, str(err), cache_status=field, detail=err.detail)
+
+    async def pass_through(
+        self, request: web.BaseRequest, primary: str, reason: PassReason
+    ) -> web.StreamResponse:
+        field = proxy.pass_status(reason.value)
+        try:
+            resp = await proxy.send(request, self.client, self.pool, primary)
+        except OriginError as e:
+            return respond.error(
+                e.status,
+                str(e),
+                cache_status=cache_status_field(CacheStatus.PASS, detail=e.detail),
+                detail=e.detail,
+            )
+        return await proxy.relay(request, resp, self.client, field)

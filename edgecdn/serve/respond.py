@@ -1,0 +1,256 @@
+"""Building responses to clients: from memory, from a disk file, from a fill in progress, or an error.
+
+Rules of this file: a memory hit builds one web.Response from bytes with no thread hop; a disk hit sends
+the open file with sendfile where the loop has it; every response carries Age, X-Cache and Cache-Status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+from dataclasses import replace
+from typing import IO
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from edgecdn.cache.fill import Fill
+from edgecdn.cache.memory import MemoryObject
+from edgecdn.cache.store import DiskObject, Found
+from edgecdn.http.conditional import Conditions, Precondition, evaluate, if_range_matches
+from edgecdn.http.fields import EDGE_TARGETED
+from edgecdn.http.ranges import (
+    FullBody,
+    Partial,
+    Unsatisfiable,
+    multipart_head,
+    multipart_length,
+    multipart_tail,
+    plan_ranges,
+)
+from edgecdn.policy.status import CacheStatus
+from edgecdn.policy.stored import StoredResponse
+
+CHUNK = 256 * 1024
+# RFC 9110 §15.4.5: what a 304 carries of the stored fields.
+NOT_MODIFIED_FIELDS = frozenset(
+    {"cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified"}
+)
+
+
+def base_headers(
+    stored: StoredResponse, *, age: float, status: CacheStatus, cache_status: str
+) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict(
+        (n, v) for n, v in stored.headers if n.lower() not in EDGE_TARGETED
+    )
+    headers["Age"] = str(int(age))
+    headers["X-Cache"] = status.value
+    headers["Cache-Status"] = cache_status
+    return headers
+
+
+def conditions(request: web.BaseRequest) -> Conditions:
+    h = request.headers
+    return Conditions(
+        if_match=tuple(h.getall("If-Match", ())),
+        if_none_match=tuple(h.getall("If-None-Match", ())),
+        if_modified_since=h.get("If-Modified-Since"),
+        if_unmodified_since=h.get("If-Unmodified-Since"),
+    )
+
+
+def precondition(request: web.BaseRequest, stored: StoredResponse) -> Precondition:
+    cond = conditions(request)
+    if not cond or stored.status != 200:
+        return Precondition.PROCEED
+    return evaluate(cond, method=request.method, etag=stored.etag, last_modified=stored.last_modified)
+
+
+def not_modified(headers: CIMultiDict[str], pre: Precondition) -> web.Response:
+    if pre is Precondition.FAILED:
+        return web.Response(status=412, headers=_keep(headers, {"x-cache", "cache-status", "age"}))
+    return web.Response(
+        status=304, headers=_keep(headers, NOT_MODIFIED_FIELDS | {"x-cache", "cache-status", "age"})
+    )
+
+
+def _keep(headers: CIMultiDict[str], names: frozenset[str] | set[str]) -> CIMultiDict[str]:
+    return CIMultiDict((n, v) for n, v in headers.items() if n.lower() in names)
+
+
+def range_plan(request: web.BaseRequest, stored: StoredResponse) -> FullBody | Partial | Unsatisfiable:
+    """RFC 9110 §14.2: ranges apply to GET of a 200 whose validator still matches If-Range."""
+    header = request.headers.get("Range")
+    if header is None or request.method != "GET" or stored.status != 200:
+        return FullBody()
+    if not if_range_matches(
+        request.headers.get("If-Range"), etag=stored.etag, last_modified=stored.last_modified
+    ):
+        return FullBody()
+    return plan_ranges(header, stored.size)
+
+
+async def from_cache(request: web.BaseRequest, found: Found, headers: CIMultiDict[str]) -> web.StreamResponse:
+    """A cached object, honouring conditionals, HEAD and Range. Closes a disk object's file."""
+    stored = found.entry.stored
+    try:
+        pre = precondition(request, stored)
+        if pre is not Precondition.PROCEED:
+            return not_modified(headers, pre)
+        plan = range_plan(request, stored)
+        headers["Accept-Ranges"] = "bytes"
+        if isinstance(plan, Unsatisfiable):
+            headers["Content-Range"] = f"bytes */{stored.size}"
+            return web.Response(
+                status=416,
+                headers=_keep(headers, {"content-range", "x-cache", "cache-status", "age", "date"}),
+            )
+        if isinstance(found, MemoryObject):
+            return _memory_body(request, found, headers, plan)
+        return await _disk_body(request, found, headers, plan)
+    finally:
+        if isinstance(found, DiskObject) and not found.file.closed:
+            # _disk_body closes after sending; this covers every early return.
+            await asyncio.to_thread(found.file.close)
+
+
+def _memory_body(
+    request: web.BaseRequest,
+    found: MemoryObject,
+    headers: CIMultiDict[str],
+    plan: FullBody | Partial,
+) -> web.Response:
+    body = found.body
+    size = len(body)
+    status = found.entry.stored.status
+    if isinstance(plan, Partial) and len(plan.ranges) == 1:
+        r = plan.ranges[0]
+        headers["Content-Range"] = r.content_range(size)
+        status, body = 206, body[r.start : r.end + 1]
+    elif isinstance(plan, Partial):
+        boundary = secrets.token_hex(16)
+        ctype = headers.get("Content-Type")
+        parts = [multipart_head(boundary, ctype, r, size) + body[r.start : r.end + 1] for r in plan.ranges]
+        headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
+        status, body = 206, b"".join(parts) + multipart_tail(boundary)
+    headers["Content-Length"] = str(len(body))
+    if request.method == "HEAD":
+        return web.Response(status=status, headers=headers)
+    return web.Response(status=status, body=body, headers=headers)
+
+
+async def _disk_body(
+    request: web.BaseRequest, found: DiskObject, headers: CIMultiDict[str], plan: FullBody | Partial
+) -> web.StreamResponse:
+    size = found.entry.stored.size
+    status = found.entry.stored.status
+    if isinstance(plan, Partial) and len(plan.ranges) > 1:
+        boundary = secrets.token_hex(16)
+        ctype = headers.get("Content-Type")
+        headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
+        headers["Content-Length"] = str(multipart_length(boundary, ctype, plan, size))
+        resp = web.StreamResponse(status=206, headers=headers)
+        await resp.prepare(request)
+        if request.method != "HEAD":
+            for r in plan.ranges:
+                await resp.write(multipart_head(boundary, ctype, r, size))
+                await _send_file(request, resp, found.file, r.start, r.length)
+            await resp.write(multipart_tail(boundary))
+        await resp.write_eof()
+        return resp
+    offset, count = 0, size
+    if isinstance(plan, Partial):
+        r = plan.ranges[0]
+        headers["Content-Range"] = r.content_range(size)
+        status, offset, count = 206, r.start, r.length
+    headers["Content-Length"] = str(count)
+    resp = web.StreamResponse(status=status, headers=headers)
+    await resp.prepare(request)
+    if request.method != "HEAD":
+        await _send_file(request, resp, found.file, offset, count)
+    await resp.write_eof()
+    return resp
+
+
+async def _send_file(
+    request: web.BaseRequest, resp: web.StreamResponse, file: IO[bytes], offset: int, count: int
+) -> None:
+    """sendfile(2) where the event loop offers it, else chunked reads in a thread."""
+    loop = asyncio.get_running_loop()
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("client went away")
+    await resp.write(b"")  # flush buffered headers before raw file bytes go to the socket
+    try:
+        await loop.sendfile(transport, file, offset, count, fallback=False)
+        return
+    except (NotImplementedError, RuntimeError, AttributeError):
+        pass
+    while count > 0:
+        chunk = await asyncio.to_thread(os_pread, file, min(CHUNK, count), offset)
+        if not chunk:
+            raise ConnectionResetError("cache file shorter than its record")
+        await resp.write(chunk)
+        offset += len(chunk)
+        count -= len(chunk)
+
+
+def os_pread(file: IO[bytes], n: int, offset: int) -> bytes:
+    return os.pread(file.fileno(), n, offset)
+
+
+async def from_fill(
+    request: web.BaseRequest,
+    fill: Fill,
+    stored: StoredResponse,
+    length: int | None,
+    headers: CIMultiDict[str],
+) -> web.StreamResponse:
+    """Stream a body while it is being filled (read-while-write); a break aborts the connection."""
+    status = stored.status
+    offset, count = 0, length
+    if length is not None and request.method == "GET":
+        plan = range_plan(request, _with_size(stored, length))
+        if isinstance(plan, Partial) and len(plan.ranges) == 1:
+            r = plan.ranges[0]
+            headers["Content-Range"] = r.content_range(length)
+            status, offset, count = 206, r.start, r.length
+    if count is not None:
+        headers["Content-Length"] = str(count)
+    resp = web.StreamResponse(status=status, headers=headers)
+    await resp.prepare(request)
+    if request.method == "HEAD":
+        await resp.write_eof()
+        return resp
+    end = None if count is None else offset + count
+    while end is None or offset < end:
+        limit = CHUNK if end is None else min(CHUNK, end - offset)
+        chunk = await fill.read(offset, limit)  # raises the fill's error if it broke
+        if not chunk:
+            break
+        await resp.write(chunk)
+        offset += len(chunk)
+    await resp.write_eof()
+    return resp
+
+
+def _with_size(stored: StoredResponse, size: int) -> StoredResponse:
+    return replace(stored, size=size)
+
+
+def error(status: int, message: str, *, cache_status: str, detail: object = None) -> web.Response:
+    """An error the edge itself generates: JSON `{"error", "detail"}`, never a traceback."""
+    body = json.dumps({"error": message, "detail": detail}).encode()
+    return web.Response(
+        status=status,
+        body=body,
+        content_type="application/json",
+        headers={
+            "X-Cache": CacheStatus.MISS.value if status != 400 else CacheStatus.PASS.value,
+            "Cache-Status": cache_status,
+            "Cache-Control": "no-store",
+        },
+    )

@@ -238,8 +238,7 @@ def wait_for_port(started: Started, port: int) -> None:
     while time.monotonic() < deadline:
         if started.proc.poll() is not None:
             raise BenchError(
-                f"{started.name} exited with code {started.proc.returncode}:\n"
-                + log_tail(started.log)
+                f"{started.name} exited with code {started.proc.returncode}:\n" + log_tail(started.log)
             )
         with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), timeout=1):
             return
@@ -655,6 +654,18 @@ def median_run(runs: list[Run]) -> dict[str, Any]:
     return out
 
 
+def check_alive(servers: list[Server]) -> None:
+    for server in servers:
+        code = server.started.proc.poll()
+        if code is not None:
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            raise BenchError(
+                f"{server.name} (pid {server.started.proc.pid}) stopped during the bench ({how}); "
+                f"a graceful exit 0 means someone sent it SIGTERM/SIGINT (a `pkill -f edgecdn` "
+                f"elsewhere?). Its log ends:\n{log_tail(server.started.log)}"
+            )
+
+
 def measure(
     servers: list[Server], objects: dict[str, bytes], args: argparse.Namespace, tmp: Path
 ) -> list[dict[str, Any]]:
@@ -666,7 +677,12 @@ def measure(
             runs: dict[str, list[Run]] = {s.name: [] for s in servers}
             for rep in range(args.reps):
                 for server in servers:  # interleaved: edgecdn, nginx, edgecdn, nginx, ...
-                    run = clients[mode](server, path, args, tmp)
+                    try:
+                        run = clients[mode](server, path, args, tmp)
+                    except BenchError:
+                        check_alive(servers)  # a dead server explains a failed client best
+                        raise
+                    check_alive(servers)
                     runs[server.name].append(run)
                     print(
                         f"  {format_size(size):>4} {mode:4} {server.name:7} rep {rep + 1}: "
@@ -770,6 +786,17 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
                 )
 
 
+def rounded(value: Any) -> Any:
+    """Floats to 3 decimals, for a JSON file a person can read."""
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
+
+
 def tool_version(argv: list[str]) -> str:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
@@ -832,9 +859,7 @@ def bench(args: argparse.Namespace) -> int:
         if "nginx" in args.server_list:
             servers.append(start_nginx(procs, tmp, origin, args))
         for server in servers:
-            print(
-                f"{server.name:8} {server.url}  (pid {server.started.proc.pid}, core {SERVER_CORE})"
-            )
+            print(f"{server.name:8} {server.url}  (pid {server.started.proc.pid}, core {SERVER_CORE})")
         warmed = {s.name: {p: warm(s, p, body) for p, body in objects.items()} for s in servers}
         rows = measure(servers, objects, args, tmp)
         print_table(rows, args)
@@ -853,13 +878,9 @@ def bench(args: argparse.Namespace) -> int:
             "warm_x_cache": warmed,
             "rows": rows,
         }
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        Path(args.out).write_text(json.dumps(rounded(result), indent=2) + "\n")
         print(f"wrote {args.out}")
-        missed = [
-            r
-            for r in rows
-            if r.get("ratio") is not None and r["target"] and r["ratio"] < r["target"]
-        ]
+        missed = [r for r in rows if r.get("ratio") is not None and r["target"] and r["ratio"] < r["target"]]
         return 1 if args.check and missed else 0
     finally:
         procs.stop_all()

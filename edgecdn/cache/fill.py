@@ -27,6 +27,7 @@ class Fill:
         self.flushed = 0
         self.done = False
         self.error: BaseException | None = None
+        self.complete = False  # every byte arrived and the length checked out (commit may still run)
         self.adopted = False  # the file was moved into the disk tier; do not unlink it
         self._readers = 0
         self._changed = asyncio.Event()

@@ -75,19 +75,26 @@ class Store:
 
     # -- writes ------------------------------------------------------------------------------------
 
-    async def commit(self, entry: Entry, body: SpooledBody | None, memory_body: bytes | None) -> None:
-        """Make a filled entry visible in both tiers (the body file is moved, not copied)."""
-        marker, evicted = await asyncio.to_thread(self._commit_disk, entry, body)
-        for key in evicted:
-            self.memory.discard(key)
-        if marker is not None:
-            self.memory.put(entry.primary, marker)
+    def remember(self, entry: Entry, memory_body: bytes | None) -> None:
+        """Make a complete entry visible in the memory tier at once (no I/O), before it is persisted."""
+        if entry.stored.vary:
+            old = self.memory.get(entry.primary)
+            variants = old.variants if isinstance(old, VaryMarker) and old.names == entry.stored.vary else ()
+            keep = (*(v for v in variants if v != entry.key), entry.key)[-self.cfg.max_variants :]
+            self.memory.put(entry.primary, VaryMarker(entry.stored.vary, keep))
         if memory_body is not None:
             self.memory.put(entry.key, MemoryObject(entry, memory_body))
         else:
             self.memory.discard(entry.key)
 
-    def _commit_disk(self, entry: Entry, body: SpooledBody | None) -> tuple[VaryMarker | None, list[str]]:
+    async def persist(self, entry: Entry, body: SpooledBody) -> None:
+        """Write a complete entry to the disk tier; the body file is moved into it, not copied."""
+        evicted = await asyncio.to_thread(self._commit_disk, entry, body)
+        for key in evicted:
+            self.memory.discard(key)
+
+    def _commit_disk(self, entry: Entry, body: SpooledBody | None) -> list[str]:
+        """Write the entry and its primary's vary marker; returns variant keys evicted by the cap."""
         marker: VaryMarker | None = None
         evicted: list[str] = []
         if entry.stored.vary:
@@ -101,7 +108,7 @@ class Store:
                 self.disk.delete(key)
             marker = VaryMarker(entry.stored.vary, variants[-self.cfg.max_variants :])
         self.disk.put(entry, body, marker)
-        return marker, evicted
+        return evicted
 
     async def update(self, entry: Entry, stored: StoredResponse) -> Entry:
         """Replace an entry's metadata, keeping its body (after a 304, or a soft purge)."""

@@ -184,7 +184,10 @@ class Coalescer:
         """Drop what is known about a key: its hit-for-miss marker, and in-flight fills stop storing."""
         self._hit_for_miss.pop(primary, None)
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 10.0) -> None:
+        """Let running fills finish (bounded by `grace`), then cancel what is left."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -202,6 +205,10 @@ class Coalescer:
             self.metrics.flights.dec()
             if self._flights.get(flight.key) is flight:
                 del self._flights[flight.key]
+
+    def _unregister(self, flight: Flight) -> None:
+        if self._flights.get(flight.key) is flight:
+            del self._flights[flight.key]
 
     def _settle(self, flight: Flight, head: FlightHead) -> None:
         if not flight.head.done():
@@ -314,8 +321,14 @@ class Coalescer:
         try:
             async for chunk in self.client.body(resp):
                 await fill.append(chunk)
-            await fill.flush()
             check_length(resp, fill.received)
+            fill.complete = True
+            entry = replace(entry, stored=replace(entry.stored, size=fill.received))
+            if fill.memory is not None and fill.received <= self.cfg.cache.max_object_size:
+                # Visible in memory before the next await, so no request falls between fill and store.
+                self.store.remember(entry, bytes(fill.memory))
+                self._unregister(flight)
+            await fill.flush()
         except OriginError as e:
             resp.abort()
             self.metrics.fills.labels("failed").inc()
@@ -336,21 +349,16 @@ class Coalescer:
             if fill.received > self.cfg.cache.max_object_size:
                 self.metrics.fills.labels("too_large").inc()
                 return
-            stored = replace(entry.stored, size=fill.received)
-            memory_body = bytes(fill.memory) if fill.memory is not None else None
-            await self.store.commit(
-                replace(entry, stored=stored),
-                SpooledBody(str(fill.path), fill.received),
-                memory_body,
-            )
+            if fill.memory is None:
+                self.store.remember(entry, None)
+            await self.store.persist(entry, SpooledBody(str(fill.path), fill.received))
             fill.adopted = True
             self.metrics.fills.labels("stored").inc()
         except StorageError as e:
             log.warning("storing %s failed, served from origin only: %s", entry.primary, e)
             self.metrics.storage_errors.inc()
         finally:
-            if self._flights.get(flight.key) is flight:
-                del self._flights[flight.key]
+            self._unregister(flight)
             fill.end()
             fill.release()
 

@@ -46,6 +46,7 @@ from edgecdn.policy.decide import (
     usable_on_error,
 )
 from edgecdn.policy.freshness import current_age
+from edgecdn.policy.invalidate import invalidated_keys
 from edgecdn.policy.key import primary_key, variant_key
 from edgecdn.policy.status import CacheStatus, cache_status_field
 from edgecdn.serve import proxy, respond
@@ -200,14 +201,18 @@ class Handler:
             case Storing(entry=entry, fill=fill, length=length):
                 if variant_key(primary, entry.stored.vary, request.headers) != entry.key:
                     return None  # this fill is another variant: look up again
-                status = CacheStatus.EXPIRED if found is not None else CacheStatus.MISS
-                field = cache_status_field(
-                    status,
-                    fwd=fwd,
-                    fwd_status=entry.stored.status,
-                    stored=True,
-                    detail=None if owner else "coalesced",
-                )
+                if not owner and fill.complete:  # the whole body is in: as good as a hit
+                    status = CacheStatus.HIT
+                    field = cache_status_field(status, ttl=entry.stored.lifetime)
+                else:
+                    status = CacheStatus.EXPIRED if found is not None else CacheStatus.MISS
+                    field = cache_status_field(
+                        status,
+                        fwd=fwd,
+                        fwd_status=entry.stored.status,
+                        stored=True,
+                        detail=None if owner else "coalesced",
+                    )
                 headers = respond.base_headers(entry.stored, age=0, status=status, cache_status=field)
                 pre = respond.precondition(request, entry.stored)
                 if pre is not Precondition.PROCEED:
@@ -263,4 +268,17 @@ class Handler:
                 cache_status=cache_status_field(CacheStatus.PASS, detail=e.detail),
                 detail=e.detail,
             )
+        for key in invalidated_keys(
+            request.method, resp.status, request.raw_path, request.host, resp.headers
+        ):
+            await self.invalidate(key)
         return await proxy.relay(request, resp, self.client, field)
+
+    async def invalidate(self, primary: str) -> None:
+        """Drop a key from both tiers; a store failure is logged, never fails the request."""
+        self.coalescer.forget(primary)
+        try:
+            await self.store.remove(primary)
+        except StorageError as e:
+            self.metrics.storage_errors.inc()
+            log.warning("invalidating %s failed: %s", primary, e)

@@ -1,0 +1,61 @@
+"""A small async HTTP client for integration tests: what the client received, as plain values."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDictProxy
+
+from tests.integration.conftest import Proc
+
+ADMIN = re.compile(r"\(admin (http://\S+)\)")
+
+
+@dataclass
+class Got:
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+    @property
+    def x_cache(self) -> str:
+        return self.headers.get("X-Cache", "")
+
+
+def admin_url(edge: Proc) -> str:
+    for line in edge.stdout_lines:
+        if m := ADMIN.search(line):
+            return m.group(1)
+    raise AssertionError(f"no admin URL in {edge.stdout_lines}")
+
+
+def session() -> aiohttp.ClientSession:
+    """No decompression, no proxies from the environment, no connection reuse surprises."""
+    return aiohttp.ClientSession(
+        auto_decompress=False,
+        trust_env=False,
+        timeout=aiohttp.ClientTimeout(total=60),
+        skip_auto_headers=("Accept-Encoding", "User-Agent"),
+    )
+
+
+async def fetch(s: aiohttp.ClientSession, method: str, url: str, **headers: str) -> Got:
+    async with s.request(method, url, headers=headers, allow_redirects=False) as r:
+        return Got(r.status, r.headers, await r.read())
+
+
+async def get(s: aiohttp.ClientSession, url: str, **headers: str) -> Got:
+    return await fetch(s, "GET", url, **headers)
+
+
+async def metric(s: aiohttp.ClientSession, admin: str, name: str, **labels: str) -> float:
+    """One sample from the edge's /metrics, 0 when absent."""
+    async with s.get(admin + "/metrics") as r:
+        text = await r.text()
+    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.split()[-1])
+    return 0.0

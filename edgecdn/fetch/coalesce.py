@@ -147,6 +147,8 @@ class Coalescer:
         self._flights: dict[str, Flight] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._hit_for_miss: OrderedDict[str, float] = OrderedDict()
+        # Counts flights leaving the table; a lookup that raced one of them looks again.
+        self.settled = 0
 
     def join(self, key: str, req: FillRequest, *, shared: bool = True) -> tuple[Flight, bool]:
         """Join the flight for `key`, starting it if there is none; True when this call started it."""
@@ -203,18 +205,18 @@ class Coalescer:
             raise
         finally:
             self.metrics.flights.dec()
-            if self._flights.get(flight.key) is flight:
-                del self._flights[flight.key]
+            self._unregister(flight)
 
     def _unregister(self, flight: Flight) -> None:
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
+            self.settled += 1
 
     def _settle(self, flight: Flight, head: FlightHead) -> None:
         if not flight.head.done():
             flight.head.set_result(head)
-        if not isinstance(head, Storing) and self._flights.get(flight.key) is flight:
-            del self._flights[flight.key]
+        if not isinstance(head, Storing):
+            self._unregister(flight)
 
     async def _fetch(self, flight: Flight, req: FillRequest) -> None:
         headers = upstream_headers(req.headers, client_ip=req.client_ip, drop=FILL_DROP)

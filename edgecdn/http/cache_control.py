@@ -41,9 +41,10 @@ class CacheControl:
 
 def parse_delta(value: str | None) -> int:
     """delta-seconds (RFC 9111 §1.2.2); anything unparseable is 0, which makes a response stale."""
-    if value is None or not value.isdigit():
+    # isdigit() alone admits "²" and other digits int() rejects; int() also rejects > 4300 digits.
+    if value is None or not (value.isascii() and value.isdigit()):
         return 0
-    return min(int(value), MAX_DELTA)
+    return min(int(value), MAX_DELTA) if len(value) <= 10 else MAX_DELTA
 
 
 def parse_cache_control(values: Iterable[str]) -> CacheControl:

@@ -74,7 +74,14 @@ class Handler:
         self.metrics = metrics
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
-        resp = await self.handle(request)
+        try:
+            resp = await self.handle(request)
+        except ConnectionResetError:
+            # The client went away mid-response; any fill it started carries on for the others.
+            self.metrics.requests.labels("ABORTED").inc()
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=499)  # nginx's "client closed request", for the access log
         self.metrics.requests.labels(resp.headers.get("X-Cache", "NONE")).inc()
         return resp
 
@@ -101,7 +108,12 @@ class Handler:
         if hit is not None:
             return hit
         try:
-            return await self.store.lookup(primary, request.headers)
+            settled = self.coalescer.settled
+            found = await self.store.lookup(primary, request.headers)
+            if found is None and self.coalescer.settled != settled:
+                # A fill finished while we were in the disk index: it may have stored this object.
+                found = await self.store.lookup(primary, request.headers)
+            return found
         except StorageError as e:
             self.metrics.storage_errors.inc()
             log.warning("lookup of %s failed, going to the origin: %s", primary, e)

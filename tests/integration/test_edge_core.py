@@ -22,8 +22,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OriginClie
     origin_proc = Proc("origin", "serve", str(root), "--listen", "127.0.0.1:0", "--test-hooks")
     cache = tmp_path_factory.mktemp("cache")
     edge = Proc(
-        "edgecdn", "serve", "--origin", origin_proc.url, "--listen", "127.0.0.1:0",
-        "--admin-listen", "127.0.0.1:0", "--cache-dir", str(cache),
+        "edgecdn",
+        "serve",
+        "--origin",
+        origin_proc.url,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--cache-dir",
+        str(cache),
     )
     try:
         yield OriginClient(origin_proc, root), edge, admin_url(edge)
@@ -142,7 +150,9 @@ async def test_stale_if_error_serves_stale_when_origin_fails(origin: OriginClien
 async def test_must_revalidate_forbids_stale_on_error(origin: OriginClient, edge_url: str) -> None:
     path = blob("must-reval")
     async with session() as s:
-        await get(s, edge_url + path, **{"X-Set-Cache-Control": "max-age=0, must-revalidate, stale-if-error=60"})
+        await get(
+            s, edge_url + path, **{"X-Set-Cache-Control": "max-age=0, must-revalidate, stale-if-error=60"}
+        )
         got = await get(s, edge_url + path, **{"X-Test-Status": "503"})
     assert got.status == 503
 

@@ -1,0 +1,185 @@
+"""Coalescing and failure handling with a gated origin: one fetch per object, no lost or partial bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.integration.conftest import OriginClient, Proc
+from tests.integration.edge_client import admin_url, get, metric, session
+
+
+def start_edge(origin_url: str, cache: Path, *extra: str) -> Proc:
+    return Proc(
+        "edgecdn",
+        "serve",
+        "--origin",
+        origin_url,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--cache-dir",
+        str(cache),
+        "--no-access-log",
+        *extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OriginClient, Proc]]:
+    root = tmp_path_factory.mktemp("root")
+    origin_proc = Proc("origin", "serve", str(root), "--listen", "127.0.0.1:0", "--test-hooks")
+    edge = start_edge(origin_proc.url, tmp_path_factory.mktemp("cache"))
+    try:
+        yield OriginClient(origin_proc, root), edge
+    finally:
+        edge.stop()
+        origin_proc.stop()
+
+
+async def test_200_concurrent_clients_cause_one_origin_request(
+    stack: tuple[OriginClient, Proc],
+) -> None:
+    origin, edge = stack
+    path = "/_test/blob/50000?t=herd"
+    async with session() as s:
+        s.connector._limit = 0  # type: ignore[union-attr]  # 200 real connections at once
+        tasks = [asyncio.create_task(get(s, edge.url + path, **{"X-Test-Gate": "herd"})) for _ in range(200)]
+        await origin.await_gate("herd", 1)
+        before = await metric(s, admin_url(edge), "edgecdn_coalesced_waiters_total")
+        for _ in range(1000):  # every client is inside the edge, waiting on the one fill
+            if before >= 199:
+                break
+            await asyncio.sleep(0.01)
+            before = await metric(s, admin_url(edge), "edgecdn_coalesced_waiters_total")
+        origin.release("herd")
+        results = await asyncio.gather(*tasks)
+    assert {r.status for r in results} == {200}
+    assert {len(r.body) for r in results} == {50000}
+    assert len({r.body for r in results}) == 1
+    assert origin.hits(path) == 1
+
+
+async def test_waiters_read_while_the_fill_is_still_running(stack: tuple[OriginClient, Proc]) -> None:
+    origin, edge = stack
+    size, half = 400_000, 200_000
+    path = f"/_test/blob/{size}?t=rww"
+    async with session() as s:
+        owner = await s.get(edge.url + path, headers={"X-Test-Gate-After": f"rww:{half}"})
+        waiter = await s.get(edge.url + path)
+        # The gate holds the rest of the body; both clients already get the first half.
+        got_owner = await asyncio.wait_for(owner.content.readexactly(half), 10)
+        got_waiter = await asyncio.wait_for(waiter.content.readexactly(half), 10)
+        assert got_owner == got_waiter
+        origin.release("rww")
+        rest = await waiter.read()
+        await owner.read()
+    assert len(got_waiter) + len(rest) == size
+    assert origin.hits(path) == 1
+
+
+async def test_client_disconnect_does_not_cancel_the_fill(stack: tuple[OriginClient, Proc]) -> None:
+    origin, edge = stack
+    path = "/_test/blob/300000?t=abandon"
+    async with session() as s:
+        first = await s.get(edge.url + path, headers={"X-Test-Gate-After": "abandon:1000"})
+        await first.content.readexactly(1000)
+        first.close()  # the client that started the fill goes away
+        waiter = asyncio.create_task(get(s, edge.url + path))
+        origin.release("abandon")
+        got = await waiter
+    assert got.status == 200 and len(got.body) == 300_000
+    async with session() as s:
+        again = await get(s, edge.url + path)
+    assert again.x_cache == "HIT"
+    assert origin.hits(path) == 1, edge.stderr_text()[-3000:]
+
+
+async def test_uncacheable_answer_leaves_hit_for_miss_marker(stack: tuple[OriginClient, Proc]) -> None:
+    origin, edge = stack
+    path = "/_test/blob/100?t=hfm"
+    no_store = {"X-Set-Cache-Control": "no-store"}
+    async with session() as s:
+        await get(s, edge.url + path, **no_store)
+        # With the marker, two concurrent requests both reach the origin: nobody queues behind a fill.
+        tasks = [
+            asyncio.create_task(get(s, edge.url + path, **no_store, **{"X-Test-Gate": "hfm"}))
+            for _ in range(2)
+        ]
+        await origin.await_gate("hfm", 2)
+        origin.release("hfm")
+        results = await asyncio.gather(*tasks)
+    assert all(r.status == 200 for r in results)
+    assert origin.hits(path) == 3
+
+
+async def test_failed_fill_fails_all_waiters_at_once(stack: tuple[OriginClient, Proc]) -> None:
+    origin, edge = stack
+    path = "/_test/blob/100000?t=fail"
+    async with session() as s:
+        tasks = [
+            asyncio.create_task(get(s, edge.url + path, **{"X-Test-Gate": "fail", "X-Test-Truncate": "10"}))
+            for _ in range(20)
+        ]
+        await origin.await_gate("fail", 1)
+        origin.release("fail")
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    # Every waiter saw a broken body (an exception or a short read), none got a fake complete one.
+    for r in results:
+        assert isinstance(r, (aiohttp.ClientError, asyncio.IncompleteReadError)) or len(r.body) < 100_000
+    assert origin.hits(path) == 1
+    async with session() as s:
+        got = await get(s, edge.url + path)
+    assert got.x_cache == "MISS" and len(got.body) == 100_000
+
+
+async def test_disk_tier_survives_restart(stack: tuple[OriginClient, Proc], tmp_path: Path) -> None:
+    origin, _ = stack
+    cache = tmp_path / "restart-cache"
+    path = "/_test/blob/2000000?t=restart"  # past the memory tier: served from disk after restart
+    small = "/_test/blob/100?t=restart-small"
+    edge = start_edge(origin.url, cache)
+    async with session() as s:
+        await get(s, edge.url + path)
+        await get(s, edge.url + small)
+    assert edge.stop() == 0
+    edge = start_edge(origin.url, cache)
+    try:
+        async with session() as s:
+            big, tiny = await get(s, edge.url + path), await get(s, edge.url + small)
+    finally:
+        edge.stop()
+    assert (big.x_cache, tiny.x_cache) == ("HIT", "HIT")
+    assert len(big.body) == 2_000_000
+    assert origin.hits(path) == 1 and origin.hits(small) == 1
+
+
+async def test_crash_during_fill_never_serves_a_partial_body(
+    stack: tuple[OriginClient, Proc], tmp_path: Path
+) -> None:
+    origin, _ = stack
+    cache = tmp_path / "crash-cache"
+    path = "/_test/blob/3000000?t=crash"
+    edge = start_edge(origin.url, cache)
+    async with session() as s:
+        resp = await s.get(edge.url + path, headers={"X-Test-Gate-After": "crash:1000000"})
+        await resp.content.readexactly(1_000_000)
+        os.kill(edge.pid, signal.SIGKILL)  # crash with a half-written body on disk
+        edge.stop()
+        resp.close()
+    origin.release("crash")
+    edge = start_edge(origin.url, cache)
+    try:
+        async with session() as s:
+            got = await get(s, edge.url + path)
+    finally:
+        edge.stop()
+    assert got.x_cache == "MISS" and len(got.body) == 3_000_000
+    assert not any((cache / "tmp").iterdir())  # the orphan was swept at start

@@ -83,13 +83,21 @@ def _parse_spec(part: str) -> tuple[int | None, int | None] | None:
         return None
     first, last = first.strip(), last.strip()
     if first == "":
-        return (None, int(last)) if last.isdigit() else None
-    if not first.isdigit() or (last and not last.isdigit()):
+        suffix = _position(last)
+        return None if suffix is None else (None, suffix)
+    a, b = _position(first), (_position(last) if last else None)
+    if a is None or (last and b is None):
         return None
-    a, b = int(first), (int(last) if last else None)
     if b is not None and b < a:
         return None
     return a, b
+
+
+def _position(digits: str) -> int | None:
+    """An ASCII decimal position; one beyond any object's size is clamped (int() refuses > 4300 digits)."""
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    return int(digits) if len(digits) <= 18 else 10**18
 
 
 def _coalesce(ranges: list[ByteRange]) -> list[ByteRange]:

@@ -174,7 +174,7 @@ def validate(config: Config) -> None:
 def build(cls: type[Any], data: object, prefix: str) -> Any:
     """Build dataclass `cls` from a TOML table, strictly."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a table")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     for key, raw in data.items():

@@ -49,6 +49,9 @@ START_TIMEOUT_S = 30.0
 # A run during which other processes used more than this share of a core is run again
 # (--retry-noisy times), within RETRY_BUDGET_S of extra runs for the whole bench.
 NOISY = 0.10
+# Core busy shares from which a run counts as limited by that side.
+CLIENT_BOUND = 0.95
+SERVER_BOUND = 0.90
 RETRY_BUDGET_S = 90.0
 UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2}
 MODE_NOTES = {
@@ -605,10 +608,16 @@ def bulk_client(port: int, path: str, connections: int, duration: float) -> dict
     def reconnect(conn: _Conn) -> None:
         sel.unregister(conn.sock)
         conn.sock.close()
-        connect()
+        try:
+            connect()
+        except OSError as e:
+            raise SystemExit(f"bulk client: cannot reconnect to {LOOPBACK}:{port}: {e}") from None
 
-    for _ in range(connections):
-        connect()
+    try:
+        for _ in range(connections):
+            connect()
+    except OSError as e:
+        raise SystemExit(f"bulk client: cannot connect to {LOOPBACK}:{port}: {e}") from None
     start = time.perf_counter()
     end = start + duration
     while (now := time.perf_counter()) < end:
@@ -687,15 +696,22 @@ def median_run(runs: list[Run]) -> dict[str, Any]:
 
 
 def check_alive(servers: list[Server]) -> None:
+    """Name a server that exited, or stopped accepting (a draining edge is still alive)."""
     for server in servers:
         code = server.started.proc.poll()
         if code is not None:
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            raise BenchError(
-                f"{server.name} (pid {server.started.proc.pid}) stopped during the bench ({how}); "
-                f"a graceful exit 0 means someone sent it SIGTERM/SIGINT (a `pkill -f edgecdn` "
-                f"elsewhere?). Its log ends:\n{log_tail(server.started.log)}"
-            )
+        else:
+            try:
+                socket.create_connection((LOOPBACK, server.port), timeout=2).close()
+                continue
+            except OSError as e:
+                how = f"still running but not accepting: {e.strerror or e}"
+        raise BenchError(
+            f"{server.name} (pid {server.started.proc.pid}) stopped during the bench ({how}). "
+            f"If its log says it drained, something outside the bench sent it SIGTERM/SIGINT "
+            f"(a `pkill -f` elsewhere?). Its log ends:\n{log_tail(server.started.log)}"
+        )
 
 
 @dataclass
@@ -776,6 +792,16 @@ def one(row: dict[str, Any], server: str, key: str, spec: str) -> str:
     return format(value, spec)
 
 
+def bound(row: dict[str, Any], server: str) -> str:
+    """What limited a run: the client core, the server core, or neither (latency, noise)."""
+    if server not in row:
+        return "-"
+    cpu = row[server]["cpu"]
+    if cpu["client_core"] >= CLIENT_BOUND:
+        return "client"
+    return "server" if cpu["server_core"] >= SERVER_BOUND else "none"
+
+
 def pair(row: dict[str, Any], key: str, spec: str) -> str:
     return f"{one(row, 'edgecdn', key, spec)}/{one(row, 'nginx', key, spec)}"
 
@@ -795,6 +821,7 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         ("core1 e/n", 9),
         ("core0 e/n", 9),
         ("others e/n", 10),
+        ("bound e/n", 11),
         ("spread e/n", 10),
     ]
     print()
@@ -818,6 +845,7 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
             pair(row, "cpu.client_core", ".0%"),
             pair(row, "cpu.server_core", ".0%"),
             pair(row, "cpu.others_max", ".0%"),
+            f"{bound(row, 'edgecdn')}/{bound(row, 'nginx')}",
             pair(row, "spread", ".0%"),
         ]
         print(" ".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, columns, strict=True)))
@@ -833,7 +861,9 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         "incl. softirq, where loopback TCP is paid. core1 near 100% = the row is client-bound;\n"
         "core0 near 100% = server-bound. others: the most CPU any run saw taken by processes\n"
         "that are not the bench's (over ~5% that run is disturbed; try --nice -10 or a quiet\n"
-        "machine). spread: (max-min)/median of req/s over the runs."
+        f"machine). bound: client = core1 >= {CLIENT_BOUND:.0%} (the ratio is not the server's), "
+        f"server = core0 >= {SERVER_BOUND:.0%},\nnone = neither. spread: (max-min)/median of req/s "
+        "over the runs."
     )
     for row in rows:
         for server in ("edgecdn", "nginx"):

@@ -216,7 +216,10 @@ def etag_matches(request: web.Request, etag: str) -> bool:
 async def send_body(
     request: web.Request, response: web.StreamResponse, chunks: AsyncIterator[bytes], hooks: Hooks
 ) -> None:
-    """Write a prepared response's body with chunk delays, a gate after N bytes, a truncation."""
+    """Write a prepared response's body with chunk delays, a gate after N bytes, a truncation.
+
+    The gate and the cut act only while some of the body is still unsent.
+    """
     state = request.app[STATE]
     gate = hooks.gate_after
     cuts = sorted({n for n in (hooks.truncate, gate[1] if gate else None) if n})
@@ -230,8 +233,6 @@ async def send_body(
             return
         await response.write(piece)
         sent += len(piece)
-    if gate is not None:
-        await state.hold(gate[0])
 
 
 def _cut(request: web.Request) -> None:

@@ -10,13 +10,13 @@ import enum
 from dataclasses import dataclass
 
 from edgecdn.config import CacheConfig
+from edgecdn.http.dates import parse_http_date
 from edgecdn.http.fields import PER_RESPONSE, Headers, end_to_end, get_all, get_one, split_list
 from edgecdn.policy.freshness import (
     HEURISTIC_STATUSES,
     effective_cache_control,
     freshness,
     initial_age,
-    trusted_date,
 )
 from edgecdn.policy.stored import StoredResponse
 
@@ -68,8 +68,9 @@ def admit(ex: Exchange, *, cfg: CacheConfig) -> StoredResponse | NotStorable:
     vary = tuple(v.lower() for v in split_list(get_all(ex.headers, "vary")))
     if "*" in vary:
         return NotStorable.VARY_STAR
-    length = get_one(ex.headers, "content-length")
-    if length is not None and length.isdigit() and int(length) > cfg.max_object_size:
+    # 19 significant digits are plenty to compare (and int() refuses more than 4300).
+    length = get_one(ex.headers, "content-length") or ""
+    if length.isascii() and length.isdigit() and int(length.lstrip("0")[:19] or "0") > cfg.max_object_size:
         return NotStorable.TOO_LARGE
     stored = to_stored(ex, cfg=cfg, size=0)
     stored_ok = stored.lifetime > 0 or stored.stale_while_revalidate > 0 or stored.has_validator
@@ -81,10 +82,14 @@ def admit(ex: Exchange, *, cfg: CacheConfig) -> StoredResponse | NotStorable:
 def to_stored(ex: Exchange, *, cfg: CacheConfig, size: int) -> StoredResponse:
     """The StoredResponse for an exchange already judged storable (also used after a 304 merge)."""
     cc = effective_cache_control(ex.headers)
-    # RFC 9111 §5.2.2.7: a qualified `private` names fields a shared cache must not store.
-    drop = PER_RESPONSE | cc.field_names("private")
+    # RFC 9111 §5.2.2.7: a qualified `private` names fields a shared cache must not store; §5.2.2.4: those
+    # of a qualified `no-cache` must not be reused without revalidation, so they are not stored either.
+    drop = PER_RESPONSE | cc.field_names("private") | cc.field_names("no-cache")
     headers = end_to_end(ex.headers, drop=drop)
-    date = trusted_date(get_one(headers, "date"), response_time=ex.response_time, max_skew=cfg.clock_skew)
+    # Expires minus Date and Date minus Last-Modified are both on the origin's clock (§4.2.1), so its Date
+    # is used as sent; the clock-skew bound protects the age only (§4.2.3).
+    origin_date = parse_http_date(get_one(headers, "date"))
+    date = ex.response_time if origin_date is None else origin_date
     fresh = freshness(ex.status, headers, path=ex.path, date=date, cfg=cfg)
     tags = split_tags(get_all(headers, "surrogate-key") + get_all(headers, "cache-tag"))
     return StoredResponse(

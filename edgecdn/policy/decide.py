@@ -103,6 +103,9 @@ def decide(req: RequestFacts, entry: StoredResponse | None, *, now: float) -> De
     if "no-cache" in req.cc and "only-if-cached" not in req.cc:
         return Revalidate(entry, RevalidateReason.REQUEST)
     if entry.no_cache:
+        # §5.2.1.7: only-if-cached forbids the origin, and this entry is unusable without it.
+        if "only-if-cached" in req.cc:
+            return OnlyIfCached()
         return Revalidate(entry, RevalidateReason.NO_CACHE)
     lifetime = 0.0 if entry.invalidated else entry.lifetime
     fresh = age < lifetime
@@ -114,17 +117,19 @@ def decide(req: RequestFacts, entry: StoredResponse | None, *, now: float) -> De
         fresh = False
     if fresh:
         return Fresh(entry, age)
+    # Negative staleness: still fresh, but not fresh enough for the request's max-age or min-fresh, so
+    # neither max-stale nor stale-while-revalidate (which are about stale responses) applies.
     staleness = age - lifetime
-    if not entry.must_revalidate:
+    if staleness >= 0 and not entry.must_revalidate:
         if "max-stale" in req.cc:
             allowed = req.cc.directives["max-stale"]
             if allowed is None or staleness <= req.cc.seconds("max-stale"):  # type: ignore[operator]
                 return Fresh(entry, age, stale=True)
-        if staleness <= entry.stale_while_revalidate:
+        if entry.stale_while_revalidate > 0 and staleness <= entry.stale_while_revalidate:
             return StaleWhileRevalidate(entry, age)
     if "only-if-cached" in req.cc:
         return OnlyIfCached()
-    return Revalidate(entry, RevalidateReason.STALE)
+    return Revalidate(entry, RevalidateReason.STALE if staleness >= 0 else RevalidateReason.REQUEST)
 
 
 def usable_on_error(entry: StoredResponse, *, now: float) -> bool:

@@ -44,7 +44,7 @@ def matching_rule(path: str, rules: tuple[TtlRule, ...]) -> TtlRule | None:
 
 
 def freshness(status: int, headers: Headers, *, path: str, date: float, cfg: CacheConfig) -> Freshness:
-    """Freshness facts for a response whose (skew-corrected) Date is `date`."""
+    """Freshness facts for a response whose Date is `date` (the origin's, or our receipt time without one)."""
     cc = effective_cache_control(headers)
     rule = matching_rule(path, cfg.rules)
     lifetime = _lifetime(status, headers, cc, rule, date=date, cfg=cfg)
@@ -80,7 +80,9 @@ def _lifetime(
         seconds = cc.seconds(name)
         if seconds is not None:
             return float(seconds)
-    expires = get_one(headers, "expires")
+    # RFC 9213 §2.2: when CDN-Cache-Control governs, Expires is ignored along with Cache-Control.
+    targeted = bool(parse_cache_control(get_all(headers, "cdn-cache-control")))
+    expires = None if targeted else get_one(headers, "expires")
     if expires is not None:
         when = parse_http_date(expires)
         return max(0.0, when - date) if when is not None else 0.0  # invalid Expires = already expired
@@ -104,8 +106,8 @@ def initial_age(headers: Headers, *, request_time: float, response_time: float, 
     """corrected_initial_age (RFC 9111 §4.2.3)."""
     date = trusted_date(get_one(headers, "date"), response_time=response_time, max_skew=max_skew)
     apparent_age = max(0.0, response_time - date)
-    age_field = get_one(headers, "age")
-    age_value = float(age_field) if age_field and age_field.strip().isdigit() else 0.0
+    age_field = (get_one(headers, "age") or "").strip()
+    age_value = float(age_field) if age_field.isascii() and age_field.isdigit() else 0.0
     response_delay = max(0.0, response_time - request_time)
     return max(apparent_age, age_value + response_delay)
 

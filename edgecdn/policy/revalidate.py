@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from edgecdn.config import CacheConfig
-from edgecdn.http.fields import NOT_UPDATED_BY_304, Headers, end_to_end
+from edgecdn.http.dates import format_http_date
+from edgecdn.http.fields import NOT_UPDATED_BY_304, Headers, end_to_end, get_one
 from edgecdn.policy.admit import Exchange, to_stored
 from edgecdn.policy.stored import StoredResponse
 
@@ -29,6 +30,9 @@ def merge_304(
 ) -> StoredResponse:
     """RFC 9111 §4.3.4: update the stored header fields with those of the 304 and restart its age."""
     fresh = end_to_end(headers_304, drop=NOT_UPDATED_BY_304)
+    if get_one(fresh, "date") is None:
+        # RFC 9110 §6.6.1: a Date-less response is dated on receipt; else the old Date would keep its age.
+        fresh += (("Date", format_http_date(response_time)),)
     replaced = {n.lower() for n, _ in fresh}
     merged = tuple((n, v) for n, v in entry.headers if n.lower() not in replaced) + fresh
     ex = Exchange(

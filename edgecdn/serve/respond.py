@@ -34,6 +34,7 @@ from edgecdn.policy.status import CacheStatus
 from edgecdn.policy.stored import StoredResponse
 
 CHUNK = 256 * 1024
+BOUNDARY_HEX = 32  # hex digits in a multipart boundary
 # RFC 9110 §15.4.5: what a 304 carries of the stored fields.
 NOT_MODIFIED_FIELDS = frozenset(
     {"cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified"}
@@ -90,7 +91,13 @@ def range_plan(request: web.BaseRequest, stored: StoredResponse) -> FullBody | P
         request.headers.get("If-Range"), etag=stored.etag, last_modified=stored.last_modified
     ):
         return FullBody()
-    return plan_ranges(header, stored.size)
+    plan = plan_ranges(header, stored.size)
+    if isinstance(plan, Partial) and len(plan.ranges) > 1:
+        # RangeAmp: the exact multipart size, with this object's Content-Type, must stay within 2x.
+        ctype = next((v for n, v in stored.headers if n.lower() == "content-type"), None)
+        if multipart_length("0" * BOUNDARY_HEX, ctype, plan, stored.size) > 2 * stored.size:
+            return FullBody()
+    return plan
 
 
 async def from_cache(request: web.BaseRequest, found: Found, headers: CIMultiDict[str]) -> web.StreamResponse:
@@ -131,7 +138,7 @@ def _memory_body(
         headers["Content-Range"] = r.content_range(size)
         status, body = 206, body[r.start : r.end + 1]
     elif isinstance(plan, Partial):
-        boundary = secrets.token_hex(16)
+        boundary = secrets.token_hex(BOUNDARY_HEX // 2)
         ctype = headers.get("Content-Type")
         parts = [multipart_head(boundary, ctype, r, size) + body[r.start : r.end + 1] for r in plan.ranges]
         headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
@@ -148,7 +155,7 @@ async def _disk_body(
     size = found.entry.stored.size
     status = found.entry.stored.status
     if isinstance(plan, Partial) and len(plan.ranges) > 1:
-        boundary = secrets.token_hex(16)
+        boundary = secrets.token_hex(BOUNDARY_HEX // 2)
         ctype = headers.get("Content-Type")
         headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
         headers["Content-Length"] = str(multipart_length(boundary, ctype, plan, size))

@@ -64,7 +64,8 @@ class Proc:
         self.pid = self.popen.pid
         self.stdout_lines: list[str] = []
         self._ready: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._drain_stdout, daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain_stdout, daemon=True)
+        self._drainer.start()
         self.url = self._wait_ready(timeout)
 
     def _drain_stdout(self) -> None:
@@ -115,6 +116,9 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
+        self._drainer.join(timeout)
+        if not self._drainer.is_alive() and self.popen.stdout is not None:
+            self.popen.stdout.close()
         if not self._stderr.closed:
             self._stderr.close()
         return self.popen.returncode

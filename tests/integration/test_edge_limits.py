@@ -1,4 +1,4 @@
-"""Never hang, never leak: origin timeouts, unreachable origins, slow request heads, big bodies, CLI errors."""
+"""Never hang, never leak: origin timeouts, unreachable origins, slow heads, big bodies, CLI errors."""
 
 from __future__ import annotations
 

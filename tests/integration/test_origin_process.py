@@ -112,8 +112,21 @@ def test_signal_exits_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
         with pytest.raises(urllib.error.HTTPError) as refused:
             fetch(proc.url + path)
         assert refused.value.code == 404
+        refused.value.close()
 
     proc.signal(sig)
     proc.popen.wait(10)
     assert proc.stop() == 0
     assert "Traceback" not in proc.stderr_text()
+
+
+def test_sigterm_with_a_held_request_still_exits_cleanly(origin: OriginClient) -> None:
+    (origin.root / "held.txt").write_bytes(b"held")
+    client = threading.Thread(
+        target=lambda: fetch(origin.url + "/held.txt", X_Test_Gate="never"), daemon=True
+    )
+    client.start()
+    origin.wait_gate("never")
+
+    assert origin.stop() == 0
+    client.join(10)

@@ -27,8 +27,22 @@ EVALUATE = [
     ("rfc9110-13.1.1-if-match-strong-match", Conditions(if_match=(ETAG,)), "GET", ETAG, LM, PROCEED),
     ("rfc9110-13.1.1-if-match-mismatch", Conditions(if_match=('"v2"',)), "GET", ETAG, LM, FAILED),
     ("rfc9110-13.1.1-if-match-in-list", Conditions(if_match=('"a", "v1"',)), "GET", ETAG, LM, PROCEED),
-    ("rfc9110-13.1.1-if-match-weak-tag-never-matches", Conditions(if_match=('W/"v1"',)), "GET", ETAG, LM, FAILED),
-    ("rfc9110-13.1.1-if-match-weak-current-never-matches", Conditions(if_match=(ETAG,)), "GET", 'W/"v1"', LM, FAILED),
+    (
+        "rfc9110-13.1.1-if-match-weak-tag-never-matches",
+        Conditions(if_match=('W/"v1"',)),
+        "GET",
+        ETAG,
+        LM,
+        FAILED,
+    ),
+    (
+        "rfc9110-13.1.1-if-match-weak-current-never-matches",
+        Conditions(if_match=(ETAG,)),
+        "GET",
+        'W/"v1"',
+        LM,
+        FAILED,
+    ),
     ("rfc9110-13.1.1-if-match-without-current-etag", Conditions(if_match=(ETAG,)), "GET", None, LM, FAILED),
     ("rfc9110-13.1.1-if-match-star", Conditions(if_match=("*",)), "GET", ETAG, LM, PROCEED),
     ("rfc9110-13.1.1-if-match-only-malformed", Conditions(if_match=("v1",)), "GET", ETAG, LM, FAILED),
@@ -44,8 +58,22 @@ EVALUATE = [
     ("rfc9110-13.1.4-ius-modified-after", Conditions(if_unmodified_since=BEFORE), "GET", ETAG, LM, FAILED),
     ("rfc9110-13.1.4-ius-same-date", Conditions(if_unmodified_since=LM), "GET", ETAG, LM, PROCEED),
     ("rfc9110-13.1.4-ius-later-date", Conditions(if_unmodified_since=AFTER), "GET", ETAG, LM, PROCEED),
-    ("rfc9110-13.1.4-ius-invalid-date-ignored", Conditions(if_unmodified_since="x"), "GET", ETAG, LM, PROCEED),
-    ("rfc9110-13.1.4-ius-no-last-modified-ignored", Conditions(if_unmodified_since=BEFORE), "GET", ETAG, None, PROCEED),
+    (
+        "rfc9110-13.1.4-ius-invalid-date-ignored",
+        Conditions(if_unmodified_since="x"),
+        "GET",
+        ETAG,
+        LM,
+        PROCEED,
+    ),
+    (
+        "rfc9110-13.1.4-ius-no-last-modified-ignored",
+        Conditions(if_unmodified_since=BEFORE),
+        "GET",
+        ETAG,
+        None,
+        PROCEED,
+    ),
     (
         "rfc9110-13.2.2-ius-ignored-with-if-match",
         Conditions(if_match=(ETAG,), if_unmodified_since=BEFORE),
@@ -57,20 +85,62 @@ EVALUATE = [
     # Step 3: If-None-Match, weak comparison.
     ("rfc9110-13.1.2-inm-match-get", Conditions(if_none_match=(ETAG,)), "GET", ETAG, LM, NOT_MODIFIED),
     ("rfc9110-13.1.2-inm-match-head", Conditions(if_none_match=(ETAG,)), "HEAD", ETAG, LM, NOT_MODIFIED),
-    ("rfc9110-13.1.2-inm-weak-tag-matches", Conditions(if_none_match=('W/"v1"',)), "GET", ETAG, LM, NOT_MODIFIED),
-    ("rfc9110-13.1.2-inm-weak-current-matches", Conditions(if_none_match=(ETAG,)), "GET", 'W/"v1"', LM, NOT_MODIFIED),
+    (
+        "rfc9110-13.1.2-inm-weak-tag-matches",
+        Conditions(if_none_match=('W/"v1"',)),
+        "GET",
+        ETAG,
+        LM,
+        NOT_MODIFIED,
+    ),
+    (
+        "rfc9110-13.1.2-inm-weak-current-matches",
+        Conditions(if_none_match=(ETAG,)),
+        "GET",
+        'W/"v1"',
+        LM,
+        NOT_MODIFIED,
+    ),
     ("rfc9110-13.1.2-inm-mismatch", Conditions(if_none_match=('"v2"',)), "GET", ETAG, LM, PROCEED),
     ("rfc9110-13.1.2-inm-in-list", Conditions(if_none_match=('"a", W/"v1"',)), "GET", ETAG, LM, NOT_MODIFIED),
-    ("rfc9110-13.1.2-inm-across-lines", Conditions(if_none_match=('"a"', ETAG)), "GET", ETAG, LM, NOT_MODIFIED),
-    ("rfc9110-13.1.2-inm-comma-inside-tag", Conditions(if_none_match=('"a,b"',)), "GET", '"a,b"', LM, NOT_MODIFIED),
+    (
+        "rfc9110-13.1.2-inm-across-lines",
+        Conditions(if_none_match=('"a"', ETAG)),
+        "GET",
+        ETAG,
+        LM,
+        NOT_MODIFIED,
+    ),
+    (
+        "rfc9110-13.1.2-inm-comma-inside-tag",
+        Conditions(if_none_match=('"a,b"',)),
+        "GET",
+        '"a,b"',
+        LM,
+        NOT_MODIFIED,
+    ),
     ("rfc9110-13.1.2-inm-star", Conditions(if_none_match=("*",)), "GET", ETAG, LM, NOT_MODIFIED),
     ("rfc9110-13.1.2-inm-without-current-etag", Conditions(if_none_match=(ETAG,)), "GET", None, LM, PROCEED),
-    ("rfc9110-13.1.2-inm-match-other-method-fails", Conditions(if_none_match=(ETAG,)), "DELETE", ETAG, LM, FAILED),
+    (
+        "rfc9110-13.1.2-inm-match-other-method-fails",
+        Conditions(if_none_match=(ETAG,)),
+        "DELETE",
+        ETAG,
+        LM,
+        FAILED,
+    ),
     # Step 4: If-Modified-Since, only for GET/HEAD and only without If-None-Match.
     ("rfc9110-13.1.3-ims-same-date", Conditions(if_modified_since=LM), "GET", ETAG, LM, NOT_MODIFIED),
     ("rfc9110-13.1.3-ims-later-date", Conditions(if_modified_since=AFTER), "HEAD", ETAG, LM, NOT_MODIFIED),
     ("rfc9110-13.1.3-ims-earlier-date", Conditions(if_modified_since=BEFORE), "GET", ETAG, LM, PROCEED),
-    ("rfc9110-13.1.3-ims-rfc850-form", Conditions(if_modified_since=LM_RFC850), "GET", ETAG, LM, NOT_MODIFIED),
+    (
+        "rfc9110-13.1.3-ims-rfc850-form",
+        Conditions(if_modified_since=LM_RFC850),
+        "GET",
+        ETAG,
+        LM,
+        NOT_MODIFIED,
+    ),
     ("rfc9110-13.1.3-ims-invalid-date-ignored", Conditions(if_modified_since="x"), "GET", ETAG, LM, PROCEED),
     ("rfc9110-13.1.3-ims-no-last-modified", Conditions(if_modified_since=AFTER), "GET", ETAG, None, PROCEED),
     ("rfc9110-13.1.3-ims-ignored-for-post", Conditions(if_modified_since=LM), "POST", ETAG, LM, PROCEED),
@@ -131,7 +201,9 @@ IF_RANGE = [
 @pytest.mark.parametrize(
     ("if_range", "etag", "last_modified", "expected"), [i[1:] for i in IF_RANGE], ids=[i[0] for i in IF_RANGE]
 )
-def test_if_range_matches(if_range: str | None, etag: str | None, last_modified: str | None, expected: bool) -> None:
+def test_if_range_matches(
+    if_range: str | None, etag: str | None, last_modified: str | None, expected: bool
+) -> None:
     assert if_range_matches(if_range, etag=etag, last_modified=last_modified) is expected
 
 

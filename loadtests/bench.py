@@ -49,10 +49,10 @@ START_TIMEOUT_S = 30.0
 # A run during which other processes used more than this share of a core is run again
 # (--retry-noisy times), within RETRY_BUDGET_S of extra runs for the whole bench.
 NOISY = 0.10
+RETRY_BUDGET_S = 90.0
 # Core busy shares from which a run counts as limited by that side.
 CLIENT_BOUND = 0.95
 SERVER_BOUND = 0.90
-RETRY_BUDGET_S = 90.0
 UNITS = {"": 1, "b": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2}
 MODE_NOTES = {
     "wrk": "wrk -t1 -c{c}, pinned to core 1",
@@ -268,10 +268,11 @@ class ProcTable:
 
     cpu_s: dict[int, float]
     parent: dict[int, int]
+    name: dict[int, str]
 
     @classmethod
     def read(cls) -> ProcTable:
-        cpu_s, parent = {}, {}
+        cpu_s, parent, name = {}, {}, {}
         tick = os.sysconf("SC_CLK_TCK")
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
@@ -281,22 +282,37 @@ class ProcTable:
             except OSError:
                 continue
             fields = stat[stat.rindex(")") + 2 :].split()
-            parent[int(entry.name)] = int(fields[1])
-            cpu_s[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
-        return cls(cpu_s, parent)
+            pid = int(entry.name)
+            parent[pid] = int(fields[1])
+            cpu_s[pid] = (int(fields[11]) + int(fields[12])) / tick
+            name[pid] = stat[stat.index("(") + 1 : stat.rindex(")")]
+        return cls(cpu_s, parent, name)
 
-    def tree_s(self, root: int) -> float:
+    def tree(self, root: int) -> set[int]:
         """A process and its live descendants."""
-        total, todo = 0.0, [root]
+        found, todo = set(), [root]
         while todo:
             pid = todo.pop()
-            total += self.cpu_s.get(pid, 0.0)
+            found.add(pid)
             todo.extend(child for child, parent in self.parent.items() if parent == pid)
-        return total
+        return found
+
+    def tree_s(self, root: int) -> float:
+        return sum(self.cpu_s.get(pid, 0.0) for pid in self.tree(root))
 
     def kernel_s(self) -> float:
         """Kernel threads (ksoftirqd, kworkers): they carry loopback TCP work for the bench too."""
         return self.tree_s(2)
+
+    def busiest_since(self, before: ProcTable, skip: set[int], wall: float) -> list[str]:
+        """The three processes outside `skip` that used the most CPU since `before`."""
+        used = {
+            pid: cpu - before.cpu_s.get(pid, 0.0)
+            for pid, cpu in self.cpu_s.items()
+            if pid not in skip and cpu - before.cpu_s.get(pid, 0.0) > 0.01 * wall
+        }
+        top = sorted(used, key=used.__getitem__, reverse=True)[:3]
+        return [f"{self.name[pid]}[{pid}] {used[pid] / wall:.0%}" for pid in top]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,6 +474,7 @@ class Cpu:
     client_core: float  # core 1 busy incl. softirq
     steal: float  # both cores: time the hypervisor took away; high values make a run noisy
     others: float  # user processes not the bench's (other people's tests...): noisy if > ~0.05
+    others_top: tuple[str, ...] = ()  # the busiest of them, "name[pid] share"
 
 
 @dataclass(frozen=True)
@@ -518,6 +535,7 @@ def run_client(argv: list[str], log: Path, server: Server, timeout_s: float) -> 
     server_cpu = procs1.tree_s(server.started.proc.pid) - procs0.tree_s(server.started.proc.pid)
     ours = server_cpu + (self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime)
     ours += procs1.kernel_s() - procs0.kernel_s()
+    skip = procs1.tree(server.started.proc.pid) | procs1.tree(2) | {os.getpid(), proc.pid}
     output = log.read_text(errors="replace")
     if proc.returncode != 0:
         raise BenchError(f"load generator exited {proc.returncode}: {argv}\n{output[-2000:]}")
@@ -536,6 +554,7 @@ def run_client(argv: list[str], log: Path, server: Server, timeout_s: float) -> 
         client_core=share(CLIENT_CORE, BUSY),
         steal=(share(SERVER_CORE, STEAL) + share(CLIENT_CORE, STEAL)) / 2,
         others=max(0.0, tasks_s - ours) / wall,
+        others_top=tuple(procs1.busiest_since(procs0, skip, wall)),
     )
     return output, cpu
 
@@ -730,7 +749,11 @@ def measure_one(
     for attempt in range(2, args.retry_noisy + 2):
         if run.cpu.others <= NOISY or budget.left_s <= 0:
             break
-        print(f"    others used {run.cpu.others:.0%} CPU during that run: running it again", flush=True)
+        print(
+            f"    other processes used {run.cpu.others:.0%} CPU during that run "
+            f"({', '.join(run.cpu.others_top) or '?'}): running it again",
+            flush=True,
+        )
         t0 = time.monotonic()
         again = client(server, path, args, tmp)
         budget.left_s -= time.monotonic() - t0
@@ -797,6 +820,8 @@ def bound(row: dict[str, Any], server: str) -> str:
     if server not in row:
         return "-"
     cpu = row[server]["cpu"]
+    if cpu["others"] > NOISY:
+        return "noisy"
     if cpu["client_core"] >= CLIENT_BOUND:
         return "client"
     return "server" if cpu["server_core"] >= SERVER_BOUND else "none"
@@ -862,8 +887,8 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         "core0 near 100% = server-bound. others: the most CPU any run saw taken by processes\n"
         "that are not the bench's (over ~5% that run is disturbed; try --nice -10 or a quiet\n"
         f"machine). bound: client = core1 >= {CLIENT_BOUND:.0%} (the ratio is not the server's), "
-        f"server = core0 >= {SERVER_BOUND:.0%},\nnone = neither. spread: (max-min)/median of req/s "
-        "over the runs."
+        f"server = core0 >= {SERVER_BOUND:.0%},\nnone = neither, noisy = others > {NOISY:.0%}. "
+        "spread: (max-min)/median of req/s over the runs."
     )
     for row in rows:
         for server in ("edgecdn", "nginx"):

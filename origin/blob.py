@@ -115,10 +115,7 @@ def _wanted_range(request: web.Request, etag: str, last_modified: str) -> bool:
     if if_range.startswith(("W/", '"')):
         return False
     try:
-        return (
-            parsedate_to_datetime(if_range).timestamp()
-            == parsedate_to_datetime(last_modified).timestamp()
-        )
+        return parsedate_to_datetime(if_range).timestamp() == parsedate_to_datetime(last_modified).timestamp()
     except (TypeError, ValueError):
         return False
 

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from multidict import CIMultiDictProxy
 
 CHUNK = 64 * 1024
 LOG_SIZE = 1000
@@ -48,7 +49,7 @@ class Hooks:
         return next((v for k, v in self.set_headers if k.lower() == "etag"), None)
 
 
-def parse_hooks(headers: Any) -> Hooks:
+def parse_hooks(headers: CIMultiDictProxy[str]) -> Hooks:
     """Read the hook headers of a request; a malformed value is a 400 naming the header."""
     sets: list[tuple[str, str]] = []
     removes: list[str] = []
@@ -95,6 +96,8 @@ def _bad(name: str, raw: str) -> web.HTTPBadRequest:
 
 
 class Gate:
+    """Holds responses until released; once released it lets every later holder through."""
+
     def __init__(self) -> None:
         self.opened = asyncio.Event()
         self.waiting = 0
@@ -148,7 +151,7 @@ def install(app: web.Application) -> None:
     app.on_shutdown.append(_release_all)
 
 
-def header_dict(headers: Any) -> dict[str, str]:
+def header_dict(headers: CIMultiDictProxy[str]) -> dict[str, str]:
     """Headers as JSON: lower-case names, repeated fields joined with ', '."""
     out: dict[str, str] = {}
     for name, value in headers.items():
@@ -269,9 +272,7 @@ class ShapedFileResponse(web.FileResponse):
         super().__init__(path, chunk_size=CHUNK, headers=headers)
         self._hooks = hooks
 
-    async def _sendfile(
-        self, request: Any, fobj: IO[Any], offset: int, count: int
-    ) -> AbstractStreamWriter:
+    async def _sendfile(self, request: Any, fobj: IO[Any], offset: int, count: int) -> AbstractStreamWriter:
         writer = await web.StreamResponse.prepare(self, request)
         assert writer is not None
         await send_body(request, self, _read_file(fobj, offset, count), self._hooks)

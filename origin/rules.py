@@ -16,11 +16,11 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from edgecdn.control.versioning import parse_versioned
+
 DEFAULT_CACHE_CONTROL = "max-age=60"
 IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 
-# The last path segment is ``name.<xxh3-64 as 16 lowercase hex>.ext``.
-VERSIONED_NAME = re.compile(r"(?:^|/)[^/]+\.[0-9a-f]{16}\.[^/.]+$")
 
 _TOP_KEYS = ("default_cache_control", "rules")
 _RULE_KEYS = ("pattern", "cache_control")
@@ -47,11 +47,14 @@ class Rules:
     default_cache_control: str = DEFAULT_CACHE_CONTROL
 
     def cache_control(self, path: str) -> str:
-        """The Cache-Control for a URL path: first matching rule, else versioned, else default."""
+        """The Cache-Control for a URL path: first matching rule, else versioned, else default.
+
+        Versioned is the edge's own test (``name.<16 hex>.ext``), so both sides agree.
+        """
         for rule in self.rules:
             if rule.matches(path):
                 return rule.cache_control
-        if VERSIONED_NAME.search(path):
+        if parse_versioned(path) is not None:
             return IMMUTABLE_CACHE_CONTROL
         return self.default_cache_control
 

@@ -24,9 +24,7 @@ INDEX = "index.html"
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
-def make_app(
-    root: Path, rules: Rules | None = None, *, test_hooks: bool = False
-) -> web.Application:
+def make_app(root: Path, rules: Rules | None = None, *, test_hooks: bool = False) -> web.Application:
     app = web.Application(middlewares=[hooks.middleware] if test_hooks else [])
     app[ROOT] = root.resolve(strict=True)
     app[RULES] = rules or Rules()

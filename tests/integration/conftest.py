@@ -7,6 +7,7 @@ Rules of this file: every process listens on port 0 and is ready only once it pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -60,6 +61,7 @@ class Proc:
             cwd=REPO,
             env=env,
             text=True,
+            start_new_session=True,  # its own process group: stray workers die with it
         )
         self.pid = self.popen.pid
         self.stdout_lines: list[str] = []
@@ -108,7 +110,10 @@ class Proc:
             os.kill(self.pid, sig)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
-        """SIGTERM, wait, then SIGKILL; returns the exit code (negative: killed by a signal)."""
+        """SIGTERM, wait, then SIGKILL; returns the exit code (negative: killed by a signal).
+
+        Whatever is left of its process group (workers it forked) is killed afterwards.
+        """
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
             try:
@@ -116,6 +121,8 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
         self._drainer.join(timeout)
         if not self._drainer.is_alive() and self.popen.stdout is not None:
             self.popen.stdout.close()
@@ -166,7 +173,7 @@ class OriginClient:
                 pytest.fail(f"gate {name!r}: {waiting} waiting after {timeout} s, wanted {n}")
             time.sleep(0.01)
 
-    async def await_gate(self, name: str, n: int = 1, timeout: float = 10.0) -> None:
+    async def await_gate(self, name: str, n: int = 1, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """wait_gate for async tests: lets the test's own requests run meanwhile."""
         deadline = time.monotonic() + timeout
         while (waiting := await asyncio.to_thread(self.gate_waiting, name)) < n:
@@ -224,7 +231,7 @@ def edge(tmp_path: Path) -> Iterator[EdgeFactory]:
         if cache_dir is None:
             cache_dir = tmp_path / f"edge-cache-{len(started)}"
         cache_dir.mkdir(parents=True, exist_ok=True)
-        args = ["serve", "--origin", origin_url, "--listen", "127.0.0.1:0"]
+        args = ["serve", "--origin", origin_url, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
         proc = Proc("edgecdn", *args, "--cache-dir", str(cache_dir), *extra)
         started.append(proc)
         return proc

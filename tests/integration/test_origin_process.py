@@ -100,9 +100,7 @@ def test_unknown_config_key_is_named(tmp_path: Path) -> None:
     done = run_cli("serve", str(tmp_path), "--config", str(config))
 
     assert done.returncode == 2
-    assert done.stderr.strip().endswith(
-        "rules[0].cache_contrl: unknown key (did you mean 'cache_control'?)"
-    )
+    assert done.stderr.strip().endswith("rules[0].cache_contrl: unknown key (did you mean 'cache_control'?)")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

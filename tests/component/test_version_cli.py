@@ -59,9 +59,7 @@ def test_outputs_and_manifests(src: Path, tmp_path: Path) -> None:
     out = tmp_path / "dist"
     result = version_tree(src, out, "https://cdn.example.com/")
 
-    expected = {
-        rel: versioning.versioned_name(rel, h(data)) for rel, data in sorted(SOURCES.items())
-    }
+    expected = {rel: versioning.versioned_name(rel, h(data)) for rel, data in sorted(SOURCES.items())}
     assert expected["css/site.css"] == f"css/site.{h(SOURCES['css/site.css'])}.css"
     assert expected["js/a.min.js"] == f"js/a.min.{h(SOURCES['js/a.min.js'])}.js"
     for rel, vpath in expected.items():
@@ -78,8 +76,7 @@ def test_outputs_and_manifests(src: Path, tmp_path: Path) -> None:
     assert manifest == {
         "version": 1,
         "files": {
-            rel: {"path": expected[rel], "size": len(data), "hash": h(data)}
-            for rel, data in SOURCES.items()
+            rel: {"path": expected[rel], "size": len(data), "hash": h(data)} for rel, data in SOURCES.items()
         },
     }
     assert raw == json.dumps(manifest, sort_keys=True, indent=2) + "\n"
@@ -234,9 +231,7 @@ def test_progress_reports_each_file(src: Path, tmp_path: Path) -> None:
     assert seen == [(i, len(SOURCES)) for i in range(1, len(SOURCES) + 1)]
 
 
-def test_run_prints_a_summary(
-    src: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_run_prints_a_summary(src: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "dist"
     args = parse(str(src), "--out", str(out), "--base-url", "https://cdn.example.com")
     assert run(args) == 0
@@ -252,9 +247,7 @@ def test_run_prints_a_summary(
     assert "manifests: unchanged" in second
 
 
-def test_run_quiet_prints_nothing(
-    src: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_run_quiet_prints_nothing(src: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(parse(str(src), "--out", str(tmp_path / "dist"), "--quiet")) == 0
     assert capsys.readouterr() == ("", "")
     assert (tmp_path / "dist" / "manifest.json").is_file()

@@ -162,9 +162,7 @@ def test_round_robin_rotates_among_up_origins() -> None:
         ),
     ],
 )
-def test_least_conn_pick(
-    policy: Policy, specs: list[OriginSpec], conns: tuple[int, ...], pick: int
-) -> None:
+def test_least_conn_pick(policy: Policy, specs: list[OriginSpec], conns: tuple[int, ...], pick: int) -> None:
     assert _order(make_balancer(policy, specs), conns=conns)[0] == pick
 
 

@@ -72,12 +72,8 @@ UP, DOWN = Status.UP, Status.DOWN
         pytest.param(_fails(0, 1, 2, 13), 13.0, False, id="probation-one-failure-down-again"),
         pytest.param(_fails(0, 1, 2, 13), 22.99, False, id="probation-failure-full-down-s"),
         pytest.param(_fails(0, 1, 2, 13), 23.0, True, id="probation-failure-then-up"),
-        pytest.param(
-            [*_fails(0, 1, 2), ("ok", 12.5), ("fail", 13)], 13.0, True, id="success-ends-probation"
-        ),
-        pytest.param(
-            [*_fails(0, 1, 2), ("ok", 5)], 5.0, False, id="late-success-does-not-cut-penalty"
-        ),
+        pytest.param([*_fails(0, 1, 2), ("ok", 12.5), ("fail", 13)], 13.0, True, id="success-ends-probation"),
+        pytest.param([*_fails(0, 1, 2), ("ok", 5)], 5.0, False, id="late-success-does-not-cut-penalty"),
         pytest.param(_fails(0, 1, 2, 3, 4, 5), 12.0, True, id="fails-during-penalty-do-not-extend"),
         pytest.param(_probes((F, 0), (F, 1), (F, 2)), 2.0, False, id="active-fall"),
         pytest.param(_probes((F, 0), (F, 1)), 1.0, True, id="active-below-fall"),

@@ -98,9 +98,7 @@ def test_streamed_digest_equals_whole_digest() -> None:
         pytest.param({"now": NOW + 301}, Reason.EXPIRED, id="ts-too-old"),
         pytest.param({"now": NOW - 301}, Reason.EXPIRED, id="ts-too-far-ahead"),
         pytest.param({"keys": {OTHER.kid: OTHER}}, Reason.UNKNOWN_KEY, id="unknown-kid"),
-        pytest.param(
-            {"keys": {"ops": AdminKey("ops", b"x" * 32)}}, Reason.BAD_SIGNATURE, id="wrong-secret"
-        ),
+        pytest.param({"keys": {"ops": AdminKey("ops", b"x" * 32)}}, Reason.BAD_SIGNATURE, id="wrong-secret"),
     ],
 )
 def test_rejections(change: dict[str, Any], reason: Reason) -> None:

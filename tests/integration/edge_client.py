@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -22,6 +23,23 @@ class Got:
     @property
     def x_cache(self) -> str:
         return self.headers.get("X-Cache", "")
+
+
+def start_edge(origin_url: str, cache: Path, *extra: str) -> Proc:
+    """`edgecdn serve` in front of `origin_url`, both listeners on ephemeral loopback ports."""
+    return Proc(
+        "edgecdn",
+        "serve",
+        "--origin",
+        origin_url,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--cache-dir",
+        str(cache),
+        *extra,
+    )
 
 
 def admin_url(edge: Proc) -> str:

@@ -12,31 +12,14 @@ import aiohttp
 import pytest
 
 from tests.integration.conftest import OriginClient, Proc
-from tests.integration.edge_client import admin_url, get, metric, session
-
-
-def start_edge(origin_url: str, cache: Path, *extra: str) -> Proc:
-    return Proc(
-        "edgecdn",
-        "serve",
-        "--origin",
-        origin_url,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--cache-dir",
-        str(cache),
-        "--no-access-log",
-        *extra,
-    )
+from tests.integration.edge_client import admin_url, get, metric, session, start_edge
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OriginClient, Proc]]:
     root = tmp_path_factory.mktemp("root")
     origin_proc = Proc("origin", "serve", str(root), "--listen", "127.0.0.1:0", "--test-hooks")
-    edge = start_edge(origin_proc.url, tmp_path_factory.mktemp("cache"))
+    edge = start_edge(origin_proc.url, tmp_path_factory.mktemp("cache"), "--no-access-log")
     try:
         yield OriginClient(origin_proc, root), edge
     finally:
@@ -145,12 +128,12 @@ async def test_disk_tier_survives_restart(stack: tuple[OriginClient, Proc], tmp_
     cache = tmp_path / "restart-cache"
     path = "/_test/blob/2000000?t=restart"  # past the memory tier: served from disk after restart
     small = "/_test/blob/100?t=restart-small"
-    edge = start_edge(origin.url, cache)
+    edge = start_edge(origin.url, cache, "--no-access-log")
     async with session() as s:
         await get(s, edge.url + path)
         await get(s, edge.url + small)
     assert edge.stop() == 0
-    edge = start_edge(origin.url, cache)
+    edge = start_edge(origin.url, cache, "--no-access-log")
     try:
         async with session() as s:
             big, tiny = await get(s, edge.url + path), await get(s, edge.url + small)
@@ -167,7 +150,7 @@ async def test_crash_during_fill_never_serves_a_partial_body(
     origin, _ = stack
     cache = tmp_path / "crash-cache"
     path = "/_test/blob/3000000?t=crash"
-    edge = start_edge(origin.url, cache)
+    edge = start_edge(origin.url, cache, "--no-access-log")
     async with session() as s:
         resp = await s.get(edge.url + path, headers={"X-Test-Gate-After": "crash:1000000"})
         await resp.content.readexactly(1_000_000)
@@ -175,7 +158,7 @@ async def test_crash_during_fill_never_serves_a_partial_body(
         edge.stop()
         resp.close()
     origin.release("crash")
-    edge = start_edge(origin.url, cache)
+    edge = start_edge(origin.url, cache, "--no-access-log")
     try:
         async with session() as s:
             got = await get(s, edge.url + path)

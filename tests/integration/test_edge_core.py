@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import OriginClient, Proc
-from tests.integration.edge_client import admin_url, fetch, get, metric, session
+from tests.integration.edge_client import admin_url, fetch, get, metric, session, start_edge
 
 
 @pytest.fixture(scope="module")
@@ -21,18 +21,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OriginClie
     (root / "big.bin").write_bytes(bytes(range(256)) * 4096)  # 1 MiB, past the memory tier's bound
     origin_proc = Proc("origin", "serve", str(root), "--listen", "127.0.0.1:0", "--test-hooks")
     cache = tmp_path_factory.mktemp("cache")
-    edge = Proc(
-        "edgecdn",
-        "serve",
-        "--origin",
-        origin_proc.url,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--cache-dir",
-        str(cache),
-    )
+    edge = start_edge(origin_proc.url, cache)
     try:
         yield OriginClient(origin_proc, root), edge, admin_url(edge)
     finally:

@@ -12,24 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import REPO, OriginClient, Proc
-from tests.integration.edge_client import get, session
-
-
-def start_edge(origin_url: str, cache: Path, *extra: str) -> Proc:
-    return Proc(
-        "edgecdn",
-        "serve",
-        "--origin",
-        origin_url,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--cache-dir",
-        str(cache),
-        "--no-access-log",
-        *extra,
-    )
+from tests.integration.edge_client import get, session, start_edge
 
 
 def closed_port() -> int:

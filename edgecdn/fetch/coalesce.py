@@ -150,6 +150,10 @@ class Coalescer:
         # Counts flights leaving the table; a lookup that raced one of them looks again.
         self.settled = 0
 
+    @property
+    def in_flight(self) -> int:
+        return len(self._flights)
+
     def join(self, key: str, req: FillRequest, *, shared: bool = True) -> tuple[Flight, bool]:
         """Join the flight for `key`, starting it if there is none; True when this call started it."""
         flight = self._flights.get(key) if shared else None

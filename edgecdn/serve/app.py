@@ -63,7 +63,7 @@ class Edge:
     def stats(self) -> dict[str, Any]:
         return {
             "memory": {"items": len(self.store.memory), "bytes": self.store.memory.bytes},
-            "fills_in_flight": len(self.coalescer._flights),
+            "fills_in_flight": self.coalescer.in_flight,
         }
 
 

@@ -12,6 +12,7 @@ from edgecdn.cache.entry import Entry, VaryMarker
 class MemoryObject:
     entry: Entry
     body: bytes
+    fields: tuple[tuple[str, str], ...] | None = None  # client-facing headers, built on first use
 
 
 class MemoryTier:
@@ -52,6 +53,10 @@ class MemoryTier:
 
     def keys(self) -> list[str]:
         return list(self._items)
+
+    def peek(self, key: str) -> MemoryObject | VaryMarker | None:
+        """Like get, without counting as a use (for scans such as purge)."""
+        return self._items.get(key)
 
     def _cost(self, item: MemoryObject | VaryMarker) -> int:
         return self.ITEM_COST + (len(item.body) if isinstance(item, MemoryObject) else 0)

@@ -42,8 +42,18 @@ class RequestFacts:
         return "no-store" in self.cc
 
 
+_PLAIN: dict[str, RequestFacts] = {}  # the facts of requests with no cache directives, by method
+
+
 def request_facts(method: str, cache_control: list[str], pragma: list[str], has_auth: bool) -> RequestFacts:
     """Request Cache-Control, with `Pragma: no-cache` honoured only when Cache-Control is absent."""
+    if not cache_control and not pragma and not has_auth:
+        plain = _PLAIN.get(method)
+        if plain is None:
+            plain = _PLAIN.setdefault(
+                method, RequestFacts(method=method, cc=CacheControl({}), has_auth=False)
+            )
+        return plain
     cc = parse_cache_control(cache_control)
     if not cache_control and any("no-cache" in p.lower() for p in pragma):
         cc = CacheControl({"no-cache": None})

@@ -11,6 +11,7 @@ import logging
 from typing import assert_never
 
 from aiohttp import web
+from prometheus_client import Counter
 
 from edgecdn import clock
 from edgecdn.cache.entry import VaryMarker
@@ -72,18 +73,25 @@ class Handler:
         self.pool = pool
         self.coalescer = coalescer
         self.metrics = metrics
+        self._counters: dict[str, Counter] = {}  # metric children by X-Cache value, looked up once
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             resp = await self.handle(request)
         except ConnectionResetError:
             # The client went away mid-response; any fill it started carries on for the others.
-            self.metrics.requests.labels("ABORTED").inc()
+            self.count("ABORTED")
             if request.transport is not None:
                 request.transport.close()
             return web.Response(status=499)  # nginx's "client closed request", for the access log
-        self.metrics.requests.labels(resp.headers.get("X-Cache", "NONE")).inc()
+        self.count(resp.headers.get("X-Cache", "NONE"))
         return resp
+
+    def count(self, cache_status: str) -> None:
+        counter = self._counters.get(cache_status)
+        if counter is None:
+            counter = self._counters.setdefault(cache_status, self.metrics.requests.labels(cache_status))
+        counter.inc()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         primary = primary_key(request.raw_path)
@@ -132,7 +140,9 @@ class Handler:
                 return await respond.from_cache(
                     request,
                     found,
-                    respond.base_headers(e, age=age, status=status, cache_status=field),
+                    respond.base_headers(
+                        respond.fields_of(found), age=age, status=status, cache_status=field
+                    ),
                 )
             case StaleWhileRevalidate(entry=e, age=age):
                 assert found is not None
@@ -143,7 +153,9 @@ class Handler:
                 return await respond.from_cache(
                     request,
                     found,
-                    respond.base_headers(e, age=age, status=CacheStatus.UPDATING, cache_status=field),
+                    respond.base_headers(
+                        respond.fields_of(found), age=age, status=CacheStatus.UPDATING, cache_status=field
+                    ),
                 )
             case Revalidate():
                 assert found is not None
@@ -225,7 +237,8 @@ class Handler:
                         stored=True,
                         detail=None if owner else "coalesced",
                     )
-                headers = respond.base_headers(entry.stored, age=0, status=status, cache_status=field)
+                fields = respond.client_fields(entry.stored)
+                headers = respond.base_headers(fields, age=0, status=status, cache_status=field)
                 pre = respond.precondition(request, entry.stored)
                 if pre is not Precondition.PROCEED:
                     return respond.not_modified(headers, pre)
@@ -239,8 +252,9 @@ class Handler:
                     revalidated = DiskObject(entry, found.file)
                 age = current_age(entry.stored.initial_age, entry.stored.response_time, now=now)
                 field = cache_status_field(CacheStatus.REVALIDATED, fwd=fwd, fwd_status=304)
+                fields = respond.fields_of(revalidated)
                 headers = respond.base_headers(
-                    entry.stored, age=age, status=CacheStatus.REVALIDATED, cache_status=field
+                    fields, age=age, status=CacheStatus.REVALIDATED, cache_status=field
                 )
                 return await respond.from_cache(request, revalidated, headers)
             case Uncacheable(reason=reason, status=status):
@@ -262,7 +276,9 @@ class Handler:
             stored = found.entry.stored
             age = current_age(stored.initial_age, stored.response_time, now=now)
             field = cache_status_field(CacheStatus.STALE, fwd="stale", detail="stale-if-error")
-            headers = respond.base_headers(stored, age=age, status=CacheStatus.STALE, cache_status=field)
+            headers = respond.base_headers(
+                respond.fields_of(found), age=age, status=CacheStatus.STALE, cache_status=field
+            )
             return await respond.from_cache(request, found, headers)
         field = cache_status_field(CacheStatus.MISS, fwd="miss", detail=err.detail)
         return respond.error(err.status, str(err), cache_status=field, detail=err.detail)

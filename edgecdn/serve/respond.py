@@ -20,7 +20,7 @@ from edgecdn.cache.fill import Fill
 from edgecdn.cache.memory import MemoryObject
 from edgecdn.cache.store import DiskObject, Found
 from edgecdn.http.conditional import Conditions, Precondition, evaluate, if_range_matches
-from edgecdn.http.fields import EDGE_TARGETED
+from edgecdn.http.fields import EDGE_TARGETED, Headers
 from edgecdn.http.ranges import (
     FullBody,
     Partial,
@@ -35,18 +35,28 @@ from edgecdn.policy.stored import StoredResponse
 
 CHUNK = 256 * 1024
 BOUNDARY_HEX = 32  # hex digits in a multipart boundary
+CONDITIONAL_FIELDS = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
 # RFC 9110 §15.4.5: what a 304 carries of the stored fields.
 NOT_MODIFIED_FIELDS = frozenset(
     {"cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified"}
 )
 
 
-def base_headers(
-    stored: StoredResponse, *, age: float, status: CacheStatus, cache_status: str
-) -> CIMultiDict[str]:
-    headers: CIMultiDict[str] = CIMultiDict(
-        (n, v) for n, v in stored.headers if n.lower() not in EDGE_TARGETED
-    )
+def client_fields(stored: StoredResponse) -> Headers:
+    """The stored fields a client may see (edge-targeted ones removed); computed once per memory object."""
+    return tuple((n, v) for n, v in stored.headers if n.lower() not in EDGE_TARGETED)
+
+
+def fields_of(found: Found) -> Headers:
+    if isinstance(found, MemoryObject):
+        if found.fields is None:
+            found.fields = client_fields(found.entry.stored)
+        return found.fields
+    return client_fields(found.entry.stored)
+
+
+def base_headers(fields: Headers, *, age: float, status: CacheStatus, cache_status: str) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict(fields)
     headers["Age"] = str(int(age))
     headers["X-Cache"] = status.value
     headers["Cache-Status"] = cache_status
@@ -64,8 +74,11 @@ def conditions(request: web.BaseRequest) -> Conditions:
 
 
 def precondition(request: web.BaseRequest, stored: StoredResponse) -> Precondition:
+    h = request.headers
+    if stored.status != 200 or not any(name in h for name in CONDITIONAL_FIELDS):
+        return Precondition.PROCEED
     cond = conditions(request)
-    if not cond or stored.status != 200:
+    if not cond:
         return Precondition.PROCEED
     return evaluate(cond, method=request.method, etag=stored.etag, last_modified=stored.last_modified)
 

@@ -162,3 +162,19 @@ def test_every_deploy_example_config_is_valid() -> None:
     for path in edge_examples:
         got = run_cli("check-config", str(path))
         assert got.returncode == 0, (path, got.stderr)
+
+
+async def test_stalled_body_times_out_and_is_not_stored(origin: OriginClient, tmp_path: Path) -> None:
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text('[origin]\nbetween_bytes_timeout = "300ms"\n')
+    edge = start_edge(origin.url, tmp_path / "cache", "-c", str(cfg))
+    path = "/_test/blob/400000?t=stall"
+    try:
+        async with session() as s:
+            with pytest.raises(Exception):  # noqa: B017 - the client sees a broken body
+                await get(s, edge.url + path, **{"X-Test-Chunk-Delay-Ms": "2000"})
+            got = await get(s, edge.url + path)
+    finally:
+        edge.stop()
+    assert got.x_cache == "MISS" and len(got.body) == 400_000
+    assert origin.hits(path) == 2

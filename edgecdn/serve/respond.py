@@ -34,6 +34,7 @@ from edgecdn.policy.status import CacheStatus
 from edgecdn.policy.stored import StoredResponse
 
 CHUNK = 256 * 1024
+LARGE_BODY = 64 * 1024  # memory bodies from this size on are written without aiohttp's join copy
 BOUNDARY_HEX = 32  # hex digits in a multipart boundary
 CONDITIONAL_FIELDS = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
 # RFC 9110 §15.4.5: what a 304 carries of the stored fields.
@@ -129,7 +130,7 @@ async def from_cache(request: web.BaseRequest, found: Found, headers: CIMultiDic
                 headers=_keep(headers, {"content-range", "x-cache", "cache-status", "age", "date"}),
             )
         if isinstance(found, MemoryObject):
-            return _memory_body(request, found, headers, plan)
+            return await _memory_body(request, found, headers, plan)
         return await _disk_body(request, found, headers, plan)
     finally:
         if isinstance(found, DiskObject) and not found.file.closed:
@@ -137,19 +138,19 @@ async def from_cache(request: web.BaseRequest, found: Found, headers: CIMultiDic
             await asyncio.to_thread(found.file.close)
 
 
-def _memory_body(
+async def _memory_body(
     request: web.BaseRequest,
     found: MemoryObject,
     headers: CIMultiDict[str],
     plan: FullBody | Partial,
-) -> web.Response:
-    body = found.body
+) -> web.StreamResponse:
+    body: bytes | memoryview = found.body
     size = len(body)
     status = found.entry.stored.status
     if isinstance(plan, Partial) and len(plan.ranges) == 1:
         r = plan.ranges[0]
         headers["Content-Range"] = r.content_range(size)
-        status, body = 206, body[r.start : r.end + 1]
+        status, body = 206, memoryview(found.body)[r.start : r.end + 1]
     elif isinstance(plan, Partial):
         boundary = secrets.token_hex(BOUNDARY_HEX // 2)
         ctype = headers.get("Content-Type")
@@ -159,7 +160,23 @@ def _memory_body(
     headers["Content-Length"] = str(len(body))
     if request.method == "HEAD":
         return web.Response(status=status, headers=headers)
-    return web.Response(status=status, body=body, headers=headers)
+    if len(body) < LARGE_BODY:
+        return web.Response(status=status, body=body, headers=headers)
+    # aiohttp joins headers and body into one new buffer (it avoids writelines before Python 3.12.9):
+    # for a large body that is a copy per response. Headers go first, then the cached bytes themselves.
+    resp = web.StreamResponse(status=status, headers=headers)
+    writer = await resp.prepare(request)
+    _send_headers(writer)
+    await resp.write(memoryview(body))
+    await resp.write_eof()
+    return resp
+
+
+def _send_headers(writer: object) -> None:
+    """Flush buffered response headers now (aiohttp ≥ 3.11 buffers them until the first body write)."""
+    send = getattr(writer, "send_headers", None)
+    if send is not None:
+        send()
 
 
 async def _disk_body(
@@ -203,7 +220,7 @@ async def _send_file(
     transport = request.transport
     if transport is None:
         raise ConnectionResetError("client went away")
-    await resp.write(b"")  # flush buffered headers before raw file bytes go to the socket
+    _send_headers(await resp.prepare(request))  # headers must reach the socket before the file bytes
     try:
         await loop.sendfile(transport, file, offset, count, fallback=False)
         return

@@ -323,3 +323,13 @@ def free_port() -> int:
 
 
 __all__ = ["Path", "free_port"]
+
+
+async def test_head_miss_fills_with_get_and_caches(origin: OriginClient, edge_url: str) -> None:
+    path = blob("head-miss", 7000)
+    async with session() as s:
+        head = await fetch(s, "HEAD", edge_url + path)
+        got = await get(s, edge_url + path)
+    assert head.status == 200 and head.body == b"" and head.headers["Content-Length"] == "7000"
+    assert got.x_cache == "HIT" and len(got.body) == 7000
+    assert [r["method"] for r in origin.requests(path)] == ["GET"]

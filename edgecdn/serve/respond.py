@@ -34,7 +34,7 @@ from edgecdn.policy.status import CacheStatus
 from edgecdn.policy.stored import StoredResponse
 
 CHUNK = 256 * 1024
-LARGE_BODY = 64 * 1024  # memory bodies from this size on are written without aiohttp's join copy
+LARGE_BODY = 512 * 1024  # memory bodies from this size on are written without aiohttp's join copy
 BOUNDARY_HEX = 32  # hex digits in a multipart boundary
 CONDITIONAL_FIELDS = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
 # RFC 9110 §15.4.5: what a 304 carries of the stored fields.

@@ -21,8 +21,9 @@ class Fill:
         self._fd = fd
         self._memory_limit = memory_limit
         self.memory: bytearray | None = bytearray() if memory_limit > 0 else None
-        self._pending: list[bytes] = []
+        self._pending: list[bytes] = []  # received, not yet handed to the file
         self._pending_bytes = 0
+        self._writing = b""  # handed to the file, write not finished yet
         self.received = 0
         self.flushed = 0
         self.done = False
@@ -50,8 +51,7 @@ class Fill:
                 self.memory = None
         self._pending.append(chunk)
         self._pending_bytes += len(chunk)
-        if self.memory is not None:
-            self._wake()
+        self._wake()
         if self._pending_bytes >= FLUSH_BYTES:
             await self.flush()
 
@@ -62,8 +62,10 @@ class Fill:
         data = b"".join(self._pending)
         self._pending.clear()
         self._pending_bytes = 0
+        self._writing = data
         await asyncio.to_thread(_pwrite_all, self._fd, data, self.flushed)
         self.flushed += len(data)
+        self._writing = b""
         self._wake()
 
     def end(self) -> None:
@@ -101,6 +103,12 @@ class Fill:
             if offset < self.flushed:
                 n = min(limit, self.flushed - offset)
                 return await asyncio.to_thread(os.pread, self._fd, n, offset)
+            # Received but not yet in the file: readers never wait for a flush to see a byte.
+            base = self.flushed
+            for buf in (self._writing, *self._pending):
+                if offset < base + len(buf):
+                    return bytes(buf[offset - base : offset - base + limit])
+                base += len(buf)
             if self.done:
                 return b""
             await changed.wait()

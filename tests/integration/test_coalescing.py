@@ -50,18 +50,24 @@ async def test_200_concurrent_clients_cause_one_origin_request(
     assert origin.hits(path) == 1
 
 
-async def test_waiters_read_while_the_fill_is_still_running(stack: tuple[OriginClient, Proc]) -> None:
+@pytest.mark.parametrize(
+    ("size", "half"),
+    [(400_000, 200_000), (3_000_000, 100_000)],
+    ids=["memory-sized", "disk-sized-before-first-flush"],
+)
+async def test_waiters_read_while_the_fill_is_still_running(
+    stack: tuple[OriginClient, Proc], size: int, half: int
+) -> None:
     origin, edge = stack
-    size, half = 400_000, 200_000
     path = f"/_test/blob/{size}?t=rww"
     async with session() as s:
-        owner = await s.get(edge.url + path, headers={"X-Test-Gate-After": f"rww:{half}"})
+        owner = await s.get(edge.url + path, headers={"X-Test-Gate-After": f"rww{size}:{half}"})
         waiter = await s.get(edge.url + path)
         # The gate holds the rest of the body; both clients already get the first half.
         got_owner = await asyncio.wait_for(owner.content.readexactly(half), 10)
         got_waiter = await asyncio.wait_for(waiter.content.readexactly(half), 10)
         assert got_owner == got_waiter
-        origin.release("rww")
+        origin.release(f"rww{size}")
         rest = await waiter.read()
         await owner.read()
     assert len(got_waiter) + len(rest) == size

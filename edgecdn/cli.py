@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from edgecdn import config as config_mod
 from edgecdn.config import Config, load_config, validate
-from edgecdn.control import keygen, versioning
+from edgecdn.control import keygen, purge, signing, signurl, versioning
 from edgecdn.errors import ConfigError, EdgeError, UsageError
 
 
@@ -41,6 +41,18 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disk-size", metavar="SIZE", help='disk tier bound, e.g. "10GiB"')
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio event loop")
+    p.add_argument(
+        "--follow-changes",
+        metavar="INTERVAL",
+        help='poll the origins\' /_origin/changes this often, e.g. "5s" (sync.poll_interval; 0: off)',
+    )
+    p.add_argument(
+        "--admin-key",
+        action="append",
+        default=[],
+        metavar="KID:SECRET",
+        help="key accepted on signed admin calls (repeatable, for rotation; see `edgecdn keygen`)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -49,7 +61,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     server, cache = cfg.server, cfg.cache
     if args.origin:
         cfg = dataclasses.replace(
-            cfg, origins=tuple(config_mod.parse_origin_url(o, "--origin") for o in args.origin)
+            cfg, origins=tuple(config_mod.parse_origin(o, "--origin") for o in args.origin)
         )
     if args.listen:
         server = dataclasses.replace(server, listen=args.listen)
@@ -67,11 +79,31 @@ def config_from_args(args: argparse.Namespace) -> Config:
         )
     if args.disk_size:
         cache = dataclasses.replace(cache, disk_size=config_mod.parse_size(args.disk_size, "--disk-size"))
-    cfg = dataclasses.replace(cfg, server=server, cache=cache)
+    admin = cfg.admin
+    if args.admin_key:
+        keys = tuple(config_mod.parse_admin_key(k, "--admin-key") for k in args.admin_key)
+        admin = dataclasses.replace(admin, keys=admin.keys + keys)
+    if args.follow_changes is not None:
+        interval = config_mod.parse_duration(args.follow_changes, "--follow-changes")
+        cfg = dataclasses.replace(cfg, sync=dataclasses.replace(cfg.sync, poll_interval=interval))
+    cfg = dataclasses.replace(cfg, server=server, cache=cache, admin=admin)
     validate(cfg)
+    check_admin_keys(cfg)
     if not cfg.origins:
         raise ConfigError("origins: at least one origin is required (--origin URL or origins = [...])")
     return cfg
+
+
+def check_admin_keys(cfg: Config) -> None:
+    """The full key check (canonical base64, distinct ids) that config.py, a leaf, cannot import."""
+    try:
+        signing.parse_keys(cfg.admin.keys)
+    except UsageError as e:
+        raise ConfigError(f"admin.keys: {e}") from None
+    try:
+        signing.parse_keys(cfg.access.keys)
+    except UsageError as e:
+        raise ConfigError(f"access.keys: {e}") from None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -86,6 +118,7 @@ def _check_config_arguments(p: argparse.ArgumentParser) -> None:
 
 def _check_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
+    check_admin_keys(cfg)
     print(f"{args.file}: ok ({len(cfg.origins)} origin(s), {len(cfg.cache.rules)} cache rule(s))")
     return 0
 
@@ -101,6 +134,8 @@ COMMANDS: Sequence[Command] = (
         versioning.run,
     ),
     ("keygen", "print a new admin key KID:SECRET", keygen.add_arguments, keygen.run),
+    ("sign-url", "print a signed client URL (access.paths signed rules)", signurl.add_arguments, signurl.run),
+    ("purge", "purge URLs, prefixes or tags on many edges at once", purge.add_arguments, purge.run),
 )
 
 

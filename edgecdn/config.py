@@ -72,6 +72,20 @@ def parse_origin_url(value: object, key: str) -> str:
     return value.rstrip("/")
 
 
+def parse_origin(value: object, key: str) -> OriginServer:
+    """An origin list entry: a URL string, or a table `{url, weight, backup, max_conns}`."""
+    if isinstance(value, dict):
+        server: OriginServer = build(OriginServer, value, key + ".")
+        return dataclasses.replace(server, url=parse_origin_url(server.url, key + ".url"))
+    return OriginServer(parse_origin_url(value, key))
+
+
+def parse_status(value: object, key: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 100 <= value <= 599:
+        raise ConfigError(f"{key}: expected an HTTP status 100..599, got {value!r}")
+    return value
+
+
 def _size(lo: int = 0) -> dict[str, Any]:
     return {"parse": parse_size, "min": lo}
 
@@ -106,7 +120,31 @@ class CacheConfig:
     stale_if_error: float = field(default=0.0, metadata=_secs())
     max_variants: int = field(default=16, metadata={"min": 1, "max": 1024})
     hit_for_miss: float = field(default=30.0, metadata=_secs())
+    # Last path segment of content-hash URLs: a regex with (?P<hash>...) capturing 16 hex digits of xxh3-64;
+    # "" is the built-in `name.<hash>.ext`, "off" turns verification and immutability off.
+    versioned_pattern: str = ""
     rules: tuple[TtlRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class OriginServer:
+    """One entry of `origins`; `backup` and `max_conns` (0 = unlimited) as in nginx `server`."""
+
+    url: str = ""
+    weight: int = field(default=1, metadata={"min": 1, "max": 1000})
+    backup: bool = False
+    max_conns: int = field(default=0, metadata={"min": 0})
+
+
+POLICIES = (
+    "failover",
+    "round_robin",
+    "weighted_round_robin",
+    "least_conn",
+    "weighted_least_conn",
+    "source_hash",
+    "uri_hash",
+)
 
 
 @dataclass(frozen=True)
@@ -115,6 +153,23 @@ class OriginConfig:
     first_byte_timeout: float = field(default=30.0, metadata=_secs(0.001))
     between_bytes_timeout: float = field(default=30.0, metadata=_secs(0.001))
     max_connections: int = field(default=256, metadata={"min": 1})
+    policy: str = field(default="failover", metadata={"choices": POLICIES})
+    # Passive health (nginx max_fails / fail_timeout): max_fails failures within fail_window: down.
+    max_fails: int = field(default=3, metadata={"min": 0})
+    fail_window: float = field(default=10.0, metadata=_secs(0.001))
+    down_time: float = field(default=10.0, metadata=_secs(0.001))
+    # Active health: GET health_path every health_interval; "" turns active checks off.
+    health_path: str = ""
+    health_interval: float = field(default=5.0, metadata=_secs(0.05))
+    health_timeout: float = field(default=2.0, metadata=_secs(0.01))
+    health_status: int = field(default=200, metadata={"min": 100, "max": 599})
+    rise: int = field(default=2, metadata={"min": 1, "max": 100})
+    fall: int = field(default=3, metadata={"min": 1, "max": 100})
+    # Retries: the next origin for idempotent requests before any byte reached the client.
+    retry_statuses: tuple[int, ...] = (502, 503, 504)
+    tries: int = field(default=0, metadata={"min": 0, "max": 100})  # 0: each origin once
+    retry_deadline: float = field(default=60.0, metadata=_secs(0.001))
+    cdn_id: str = "edgecdn"  # this edge's CDN-Loop token (RFC 8586); chained tiers need distinct ids
 
 
 @dataclass(frozen=True)
@@ -128,15 +183,68 @@ class ServerConfig:
     uvloop: bool = True
 
 
+ADMIN_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,32}:[A-Za-z0-9_-]{43}")  # the shape `edgecdn keygen` prints
+
+
+def parse_admin_key(value: object, key: str) -> str:
+    """One `KID:SECRET` admin key; the error never repeats the value (it is a secret)."""
+    if not isinstance(value, str) or not ADMIN_KEY_RE.fullmatch(value.strip()):
+        raise ConfigError(f"{key}: expected KID:SECRET as printed by `edgecdn keygen`")
+    return value.strip()
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The signed control API on the admin listener."""
+
+    keys: tuple[str, ...] = field(default=(), repr=False)  # KID:SECRET; several at once for rotation
+    signature_window: float = field(
+        default=300.0, metadata={"parse": parse_duration, "min": 1.0, "max": 3600.0}
+    )
+    max_body: int = field(default=2**20, metadata={"parse": parse_size, "min": 1, "max": 2**30})
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    """Per path prefix: signed URLs checked at the edge, or the client token forwarded (token traverse)."""
+
+    prefix: str = "/"
+    mode: str = field(default="signed", metadata={"choices": ("signed", "token_traverse")})
+    token_param: str = "token"  # token_traverse: this query parameter goes upstream, never into the key
+    token_header: str = ""  # token_traverse: read the token from this header instead
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    """Signed client URLs (`?expires=&kid=&sig=`) and token traverse, by path prefix (first match wins)."""
+
+    keys: tuple[str, ...] = field(default=(), repr=False)  # KID:SECRET URL-signing keys
+    paths: tuple[AccessRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    """Catch-up from the origins' change logs (GET /_origin/changes)."""
+
+    poll_interval: float = field(default=0.0, metadata=_secs())  # 0: do not follow change logs
+
+
 @dataclass(frozen=True)
 class Config:
-    origins: tuple[str, ...] = ()
+    origins: tuple[OriginServer, ...] = ()
     server: ServerConfig = ServerConfig()
     origin: OriginConfig = OriginConfig()
     cache: CacheConfig = CacheConfig()
+    admin: AdminConfig = AdminConfig()
+    sync: SyncConfig = SyncConfig()
+    access: AccessConfig = AccessConfig()
 
 
-_FIELD_PARSERS: Mapping[str, Callable[[object, str], object]] = {"origins": parse_origin_url}
+_FIELD_PARSERS: Mapping[str, Callable[[object, str], object]] = {
+    "origins": parse_origin,
+    "retry_statuses": parse_status,
+    "keys": parse_admin_key,
+}
 
 
 def load_config(path: str | Path) -> Config:
@@ -167,8 +275,31 @@ def validate(config: Config) -> None:
                 re.compile(rule.regex)
             except re.error as e:
                 raise ConfigError(f"cache.rules[{i}].regex: {e}") from None
+    pattern = config.cache.versioned_pattern
+    if pattern not in ("", "off"):
+        try:
+            compiled = re.compile(pattern)
+        except re.error as e:
+            raise ConfigError(f"cache.versioned_pattern: {e}") from None
+        if "hash" not in compiled.groupindex:
+            raise ConfigError("cache.versioned_pattern: needs a named group (?P<hash>...)")
     parse_hostport(config.server.listen, "server.listen")
     parse_hostport(config.server.admin_listen, "server.admin_listen")
+    if not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", config.origin.cdn_id):
+        raise ConfigError("origin.cdn_id: expected a token (letters, digits, . _ : -)")
+    if config.origin.health_path and not config.origin.health_path.startswith("/"):
+        raise ConfigError("origin.health_path: must start with /")
+    for i, acc in enumerate(config.access.paths):
+        if not acc.prefix.startswith("/"):
+            raise ConfigError(f"access.paths[{i}].prefix: must start with /")
+        if acc.mode == "signed" and not config.access.keys:
+            raise ConfigError(f"access.paths[{i}]: signed URLs need access.keys (make one: edgecdn keygen)")
+    urls = [o.url for o in config.origins]
+    if len(set(urls)) != len(urls):
+        raise ConfigError("origins: an origin is listed twice")
+    kids = [k.partition(":")[0] for k in config.admin.keys]
+    if len(set(kids)) != len(kids):
+        raise ConfigError("admin.keys: a key id is given twice")
 
 
 def build(cls: type[Any], data: object, prefix: str) -> Any:
@@ -192,10 +323,11 @@ def _convert(f: dataclasses.Field[Any], raw: object, path: str) -> object:
     meta = f.metadata
     if dataclasses.is_dataclass(default):
         return build(type(default), raw, path + ".")
-    if f.name == "rules":
+    if f.name in ("rules", "paths"):
         if not isinstance(raw, list):
             raise ConfigError(f"{path}: expected an array of tables ([[{path}]])")
-        return tuple(build(TtlRule, r, f"{path}[{i}].") for i, r in enumerate(raw))
+        row = TtlRule if f.name == "rules" else AccessRule
+        return tuple(build(row, r, f"{path}[{i}].") for i, r in enumerate(raw))
     if f.name in _FIELD_PARSERS:
         items = raw if isinstance(raw, list) else [raw]
         return tuple(_FIELD_PARSERS[f.name](v, f"{path}[{i}]") for i, v in enumerate(items))

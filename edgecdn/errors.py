@@ -42,5 +42,11 @@ class OriginBodyError(OriginError):
     detail = "origin-body-incomplete"
 
 
+class HashMismatch(OriginError):
+    """A versioned URL's body does not hash to its name: never stored, answered 502."""
+
+    detail = "hash-mismatch"
+
+
 class StorageError(EdgeError):
     """A cache store failed. Never fails a request: the edge serves from the origin instead."""

@@ -18,6 +18,27 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.origin_up = Gauge(
+            "edgecdn_origin_up", "1 when the origin is up, 0 when down", ["origin"], registry=r
+        )
+        self.origin_transitions = Counter(
+            "edgecdn_origin_transitions",
+            "Origin health state changes",
+            ["origin", "to", "reason"],
+            registry=r,
+        )
+        self.origin_retries = Counter(
+            "edgecdn_origin_retries", "Requests moved to the next origin, by why", ["reason"], registry=r
+        )
+        self.origin_probes = Counter(
+            "edgecdn_origin_probes", "Active health checks by result", ["origin", "result"], registry=r
+        )
+        self.fill_resumes = Counter(
+            "edgecdn_fill_resumes",
+            "Bodies that broke mid-way and were resumed from the next origin, by result",
+            ["result"],
+            registry=r,
+        )
         self.fills = Counter("edgecdn_fills", "Cache fills by result", ["result"], registry=r)
         self.coalesced = Counter(
             "edgecdn_coalesced_waiters", "Requests that joined a fill already in flight", registry=r
@@ -30,6 +51,13 @@ class Metrics:
         self.memory_bytes = Gauge("edgecdn_memory_tier_bytes", "Bytes in the memory tier", registry=r)
         self.disk_bytes = Gauge("edgecdn_disk_tier_bytes", "Bytes in the disk tier", registry=r)
         self.flights = Gauge("edgecdn_fills_in_flight", "Fills running now", registry=r)
+        self.purges = Counter("edgecdn_purges", "Admin purge requests by kind", ["kind"], registry=r)
+        self.pushes = Counter("edgecdn_pushes", "Admin pushes by result", ["result"], registry=r)
+        self.hash_mismatches = Counter(
+            "edgecdn_versioned_hash_mismatches",
+            "Fills of versioned URLs whose body did not hash to the name (not stored)",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -24,7 +24,8 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgecdn.control.signing import generate_key  # noqa: E402
+from edgecdn.control.admin_client import fan_out  # noqa: E402
+from edgecdn.control.signing import generate_key, parse_key  # noqa: E402
 from tests.integration.conftest import Proc  # noqa: E402
 from tests.integration.edge_client import admin_url, start_edge  # noqa: E402
 
@@ -52,7 +53,8 @@ async def measure(rounds: int, n_edges: int) -> None:
         try:
             urls = [e.url + "/obj.txt" for e in edges]
             env = dict(os.environ, EDGECDN_ADMIN_KEY=key)
-            total, cli = [], []
+            total, cli, api = [], [], []
+            admins = [admin_url(e) for e in edges]
             async with aiohttp.ClientSession(trust_env=False) as s:
                 for i in range(rounds):
                     for url in urls:  # every edge holds the old object
@@ -75,6 +77,19 @@ async def measure(rounds: int, n_edges: int) -> None:
                     cli.append(time.perf_counter() - start)
                     await wait_new(s, urls, new)
                     total.append(time.perf_counter() - start)
+                    # The same purge without process start-up: the signed fan-out alone.
+                    for url in urls:
+                        async with s.get(url) as r:
+                            await r.read()
+                    newer = f"round {i} again".encode()
+                    (root / "obj.txt").write_bytes(newer)
+                    start = time.perf_counter()
+                    results = await fan_out(
+                        parse_key(key), admins, "POST", "/_edge/purge", {"urls": ["/obj.txt"]}
+                    )
+                    assert all(r.ok for r in results)
+                    await wait_new(s, urls, newer)
+                    api.append(time.perf_counter() - start)
                     await asyncio.sleep(1.01)  # a new signature each round (one-second timestamps)
         finally:
             for e in edges:
@@ -91,6 +106,7 @@ async def measure(rounds: int, n_edges: int) -> None:
     print(f"{rounds} rounds, {n_edges} edges")
     print(f"CLI start -> no edge serves the old object: median {ms(total, 50)}, p90 {ms(total, 90)}")
     print(f"CLI process alone (start-up + signed fan-out):  median {ms(cli, 50)}, p90 {ms(cli, 90)}")
+    print(f"in-process signed fan-out -> no edge serves old: median {ms(api, 50)}, p90 {ms(api, 90)}")
 
 
 def main() -> None:

@@ -16,6 +16,8 @@ from typing import NoReturn
 
 from aiohttp import web
 
+from edgecdn.errors import UsageError
+from origin import publish
 from origin.rules import ConfigError, Rules, load_rules
 from origin.server import make_app
 
@@ -56,6 +58,16 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="enable the /_test/ endpoints and X-Test-* headers",
     )
+    serve.add_argument(
+        "--changes",
+        metavar="FILE",
+        type=Path,
+        help="change log served at /_origin/changes (default: ROOT.changes.jsonl)",
+    )
+    publish_parser = commands.add_parser(
+        "publish", help="place files under ROOT atomically, log the change, purge or push on edges"
+    )
+    publish.add_arguments(publish_parser)
     return parser
 
 
@@ -65,6 +77,15 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 2
+    if args.command == "publish":
+        try:
+            return publish.run(args)
+        except UsageError as e:
+            print(f"{PROG} publish: error: {e}", file=sys.stderr)
+            return 2
+        except OSError as e:
+            print(f"{PROG} publish: error: {e}", file=sys.stderr)
+            return 1
     root: Path = args.root
     if not root.is_dir():
         return _usage(f"ROOT {str(root)!r}: not a directory")
@@ -75,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     host, port = args.listen
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
     try:
-        asyncio.run(_serve(make_app(root, rules, test_hooks=args.test_hooks), host, port))
+        app = make_app(root, rules, test_hooks=args.test_hooks, changes_log=args.changes)
+        asyncio.run(_serve(app, host, port))
     except OSError as e:
         print(f"{PROG}: error: cannot listen on {host}:{port}: {e.strerror or e}", file=sys.stderr)
         return 1

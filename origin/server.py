@@ -14,7 +14,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from origin import blob, hooks
+from origin import blob, changes, hooks
 from origin.rules import Rules
 
 ROOT = web.AppKey("root", Path)
@@ -24,13 +24,17 @@ INDEX = "index.html"
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
-def make_app(root: Path, rules: Rules | None = None, *, test_hooks: bool = False) -> web.Application:
+def make_app(
+    root: Path, rules: Rules | None = None, *, test_hooks: bool = False, changes_log: Path | None = None
+) -> web.Application:
     app = web.Application(middlewares=[hooks.middleware] if test_hooks else [])
     app[ROOT] = root.resolve(strict=True)
     app[RULES] = rules or Rules()
+    app[changes.CHANGES] = changes_log or changes.default_log(root)
     if test_hooks:
         hooks.install(app)
         blob.install(app)
+    app.router.add_get("/_origin/changes", changes.changes_handler)
     app.router.add_route("*", "/{tail:.*}", serve_file)
     return app
 

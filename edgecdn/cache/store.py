@@ -35,6 +35,8 @@ class Store:
         self.cfg = cfg
         self.memory = MemoryTier(cfg.memory_size, cfg.memory_object_max)
         self.disk = DiskTier(cfg.dir, cfg.disk_size)
+        # Bumped by every removal/invalidation: a disk read that raced one must not promote what it read.
+        self.generation = 0
 
     # -- lookups -----------------------------------------------------------------------------------
 
@@ -49,7 +51,13 @@ class Store:
         hit = self.lookup_memory(primary, headers)
         if hit is not None:
             return hit
+        generation = self.generation
         marker, found = await asyncio.to_thread(self._lookup_disk, primary, headers)
+        if generation != self.generation:
+            # A purge ran meanwhile and what we read may be its victim: a miss, and nothing promoted.
+            if isinstance(found, DiskObject):
+                found.file.close()
+            return None
         if marker is not None:
             self.memory.put(primary, marker)
         if isinstance(found, MemoryObject):
@@ -113,7 +121,11 @@ class Store:
     async def update(self, entry: Entry, stored: StoredResponse) -> Entry:
         """Replace an entry's metadata, keeping its body (after a 304, or a soft purge)."""
         new = replace(entry, stored=stored)
+        if stored.invalidated:
+            self.generation += 1
         await asyncio.to_thread(self.disk.put, new, None, None)
+        if stored.invalidated:
+            self.generation += 1
         item = self.memory.get(entry.key)
         if isinstance(item, MemoryObject):
             self.memory.put(entry.key, MemoryObject(new, item.body))
@@ -121,7 +133,9 @@ class Store:
 
     async def remove(self, primary: str) -> int:
         """Remove a primary key and all its variants from both tiers; returns how many entries went."""
+        self.generation += 1
         removed = await asyncio.to_thread(self._remove_disk, primary)
+        self.generation += 1  # lookups that read before the delete see a change either way
         for key in removed:
             self.memory.discard(key)
         item = self.memory.get(primary)

@@ -7,8 +7,8 @@ every exception that leaves this module is an OriginError carrying its status an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -38,12 +38,21 @@ class OriginResponse:
     status: int
     headers: Headers
     raw: aiohttp.ClientResponse
+    origin: str = ""
+    on_done: Callable[[], None] | None = field(default=None, repr=False)  # the pool's connection count
 
     def release(self) -> None:
         self.raw.release()
+        self._done()
 
     def abort(self) -> None:
         self.raw.close()
+        self._done()
+
+    def _done(self) -> None:
+        done, self.on_done = self.on_done, None
+        if done is not None:
+            done()
 
 
 class OriginClient:
@@ -98,7 +107,7 @@ class OriginClient:
         except aiohttp.ClientError as e:
             raise OriginError(f"{origin}: {e}") from None
         fields = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw.raw_headers)
-        return OriginResponse(raw.status, fields, raw)
+        return OriginResponse(raw.status, fields, raw, origin)
 
     async def body(self, resp: OriginResponse) -> AsyncIterator[bytes]:
         """The response body as it arrives; a short, reset or idle body raises OriginBodyError."""
@@ -126,6 +135,24 @@ def upstream_headers(
     prior_via = [v for n, v in headers if n.lower() == "via"]
     out.append(("Via", ", ".join([*prior_via, VIA])))
     return tuple(out)
+
+
+def with_cdn_loop(headers: Headers, cdn_id: str) -> Headers:
+    """RFC 8586: the CDN-Loop values already present, then this edge's id, as one field."""
+    prior = [v for n, v in headers if n.lower() == "cdn-loop"]
+    kept = tuple((n, v) for n, v in headers if n.lower() != "cdn-loop")
+    return (*kept, ("CDN-Loop", ", ".join([*prior, cdn_id])))
+
+
+def loop_detected(headers: Headers, cdn_id: str) -> bool:
+    """True when a CDN-Loop field already names this edge (RFC 8586 §2); parameters are ignored."""
+    for name, value in headers:
+        if name.lower() != "cdn-loop":
+            continue
+        for member in value.split(","):
+            if member.split(";", 1)[0].strip().lower() == cdn_id.lower():
+                return True
+    return False
 
 
 def check_length(resp: OriginResponse, received: int) -> None:

@@ -11,7 +11,10 @@ import asyncio
 import logging
 import secrets
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+
+import xxhash
 
 from edgecdn import clock
 from edgecdn.cache.disk import SpooledBody
@@ -19,7 +22,7 @@ from edgecdn.cache.entry import Entry
 from edgecdn.cache.fill import Fill
 from edgecdn.cache.store import Store
 from edgecdn.config import Config
-from edgecdn.errors import OriginError, StorageError
+from edgecdn.errors import HashMismatch, OriginError, StorageError
 from edgecdn.fetch.client import (
     FILL_DROP,
     OriginClient,
@@ -28,8 +31,10 @@ from edgecdn.fetch.client import (
     upstream_headers,
 )
 from edgecdn.fetch.pool import OriginPool
+from edgecdn.fetch.resume import ResumeTarget, resumable_body
 from edgecdn.http.fields import Headers, get_one
 from edgecdn.metrics import Metrics
+from edgecdn.policy import immutable
 from edgecdn.policy.admit import Exchange, NotStorable, admit
 from edgecdn.policy.key import key_digest, variant_key
 from edgecdn.policy.revalidate import conditional_headers, merge_304, validators_match
@@ -60,6 +65,7 @@ class FillRequest:
     headers: Headers  # the starting client's request fields
     client_ip: str | None
     revalidate: Entry | None = None  # the stored entry, when this is a revalidation
+    expect_hash: str | None = None  # a versioned URL's xxh3-64: the body is verified, then immutable
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +101,12 @@ FlightHead = Storing | Revalidated | Uncacheable | Failed
 
 
 class Flight:
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, primary: str = "") -> None:
         self.key = key
+        self.primary = primary or key
+        self.tags: tuple[str, ...] | None = None  # known once the response head is admitted
+        self.doomed = False  # a purge matched it: it must not store anything
+        self.writing: asyncio.Future[None] | None = None  # set while a store write is under way
         self.head: asyncio.Future[FlightHead] = asyncio.get_running_loop().create_future()
         self.fill: Fill | None = None
         self._early_readers = 0  # waiters that joined before the fill existed
@@ -145,6 +155,7 @@ class Coalescer:
         self.cfg = cfg
         self.metrics = metrics
         self._flights: dict[str, Flight] = {}
+        self._active: set[Flight] = set()  # every running fill, joinable or not, until its write ends
         self._tasks: set[asyncio.Task[None]] = set()
         self._hit_for_miss: OrderedDict[str, float] = OrderedDict()
         # Counts flights leaving the table; a lookup that raced one of them looks again.
@@ -159,7 +170,8 @@ class Coalescer:
         flight = self._flights.get(key) if shared else None
         owner = flight is None
         if flight is None:
-            flight = Flight(key)
+            flight = Flight(key, req.primary)
+            self._active.add(flight)
             if shared:
                 self._flights[key] = flight
             task = asyncio.create_task(self._run(flight, req))
@@ -190,6 +202,27 @@ class Coalescer:
         """Drop what is known about a key: its hit-for-miss marker, and in-flight fills stop storing."""
         self._hit_for_miss.pop(primary, None)
 
+    async def purge(self, match: Callable[[str, tuple[str, ...] | None], bool]) -> int:
+        """Doom the running fills whose (primary, tags) match, so none of them stores anything.
+
+        Doomed flights leave the table at once (later requests start a fresh fill), and a store write
+        already under way is awaited, so the caller's own removal runs after it. `tags` is None while
+        the response head is not in yet; `match` decides whether that counts (tag purges doom them).
+        """
+        writes: list[asyncio.Future[None]] = []
+        doomed = 0
+        for flight in list(self._active):
+            if flight.doomed or not match(flight.primary, flight.tags):
+                continue
+            flight.doomed = True
+            doomed += 1
+            self._unregister(flight)
+            if flight.writing is not None:
+                writes.append(flight.writing)
+        if writes:
+            await asyncio.wait([asyncio.shield(w) for w in writes])
+        return doomed
+
     async def close(self, grace: float = 10.0) -> None:
         """Let running fills finish (bounded by `grace`), then cancel what is left."""
         if self._tasks:
@@ -210,6 +243,7 @@ class Coalescer:
         finally:
             self.metrics.flights.dec()
             self._unregister(flight)
+            self._active.discard(flight)
 
     def _unregister(self, flight: Flight) -> None:
         if self._flights.get(flight.key) is flight:
@@ -245,11 +279,15 @@ class Coalescer:
                 response_time=response_time,
                 cfg=self.cfg.cache,
             )
-            try:
-                entry = await self.store.update(old, merged)
-            except StorageError:
-                self.metrics.storage_errors.inc()
-                entry = replace(old, stored=merged)
+            entry = replace(old, stored=merged)
+            if not flight.doomed:
+                writing = flight.writing = asyncio.get_running_loop().create_future()
+                try:
+                    entry = await self.store.update(old, merged)
+                except StorageError:
+                    self.metrics.storage_errors.inc()
+                finally:
+                    writing.set_result(None)
             self.metrics.fills.labels("revalidated").inc()
             self._settle(flight, Revalidated(entry))
             return
@@ -258,10 +296,14 @@ class Coalescer:
             self._settle(flight, Failed(_status_error(resp.status)))
             return
         has_auth = any(n.lower() == "authorization" for n, _ in req.headers)
+        versioned = req.expect_hash is not None and resp.status == 200
+        fields = immutable.immutable_headers(resp.headers) if versioned else resp.headers
         verdict = admit(
-            Exchange(req.path, resp.status, resp.headers, request_time, response_time, has_auth),
+            Exchange(req.path, resp.status, fields, request_time, response_time, has_auth),
             cfg=self.cfg.cache,
         )
+        if versioned and not isinstance(verdict, NotStorable):
+            verdict = immutable.pin(verdict)
         if isinstance(verdict, NotStorable):
             self.metrics.fills.labels("uncacheable").inc()
             self._hit_for_miss[req.primary] = response_time + self.cfg.cache.hit_for_miss
@@ -270,6 +312,7 @@ class Coalescer:
             flight._offer(resp)
             self._settle(flight, Uncacheable(verdict, resp.status))
             return
+        flight.tags = verdict.tags
         await self._fill(
             flight,
             req,
@@ -282,23 +325,15 @@ class Coalescer:
         )
 
     async def _send(self, req: FillRequest, headers: Headers) -> OriginResponse:
-        """Try the pool's origins in order while the error is retryable."""
-        error: OriginError | None = None
-        for origin in self.pool.order(req.primary, req.client_ip):
-            try:
-                resp = await self.client.send(origin, "GET", req.target, headers)
-            except OriginError as e:
-                self.metrics.origin_requests.labels(type(e).__name__).inc()
-                self.pool.report(origin, ok=False)
-                error = e
-                if not e.retryable:
-                    break
-                continue
-            self.metrics.origin_requests.labels(f"{resp.status // 100}xx").inc()
-            self.pool.report(origin, ok=resp.status < 500)
-            return resp
-        assert error is not None
-        raise error
+        """The pool's retry loop: next origin on a retryable error or a retry status."""
+        return await self.pool.send(
+            self.client, "GET", req.target, headers, key=req.primary, client_ip=req.client_ip
+        )
+
+    def _body(self, req: FillRequest, resp: OriginResponse) -> AsyncIterator[bytes]:
+        """The origin body; one that breaks mid-way resumes from the next origin (fetch/resume.py)."""
+        want = ResumeTarget(req.primary, req.target, req.headers, req.client_ip, req.expect_hash is not None)
+        return resumable_body(self.client, self.pool, want, resp)
 
     async def _fill(self, flight: Flight, req: FillRequest, resp: OriginResponse, entry: Entry) -> None:
         length_field = get_one(resp.headers, "content-length")
@@ -323,15 +358,35 @@ class Coalescer:
             del self._flights[flight.key]  # re-key to the variant: other variants start their own
             self._flights.setdefault(entry.key, flight)
             flight.key = entry.key
-        self._settle(flight, Storing(entry, fill, length))
+        expect = req.expect_hash if resp.status == 200 else None
+        # A small versioned body is verified before its head is shown, so a mismatch can still be a 502.
+        verify_first = expect is not None and length is not None and length <= cfg.memory_object_max
+        if not verify_first:
+            self._settle(flight, Storing(entry, fill, length))
+        hasher = xxhash.xxh3_64() if expect is not None else None
+        held = b""  # a versioned body's newest chunk: readers get the last bytes only once verified
         try:
-            async for chunk in self.client.body(resp):
+            async for chunk in self._body(req, resp):
+                if hasher is not None:
+                    hasher.update(chunk)  # ~10 GB/s: per chunk on the loop costs microseconds
+                    chunk, held = held, chunk
+                    if not chunk:
+                        continue
                 await fill.append(chunk)
-            check_length(resp, fill.received)
+            check_length(resp, fill.received + len(held))
+            if hasher is not None and hasher.hexdigest() != expect:
+                self.metrics.hash_mismatches.inc()
+                raise HashMismatch(f"{req.path}: body hashes to {hasher.hexdigest()}, not {expect}")
+            if held:
+                await fill.append(held)
             fill.complete = True
+            if verify_first:
+                self._settle(flight, Storing(entry, fill, length))
             entry = replace(entry, stored=replace(entry.stored, size=fill.received))
-            if fill.memory is not None and fill.received <= self.cfg.cache.max_object_size:
+            small_done = fill.memory is not None and fill.received <= self.cfg.cache.max_object_size
+            if small_done and not flight.doomed:
                 # Visible in memory before the next await, so no request falls between fill and store.
+                assert fill.memory is not None
                 self.store.remember(entry, bytes(fill.memory))
                 self._unregister(flight)
             await fill.flush()
@@ -340,6 +395,7 @@ class Coalescer:
             self.metrics.fills.labels("failed").inc()
             log.warning("fill of %s failed: %s", req.primary, e)
             fill.fail(e)
+            self._settle(flight, Failed(e))  # only when no head was shown yet (a verified-first fill)
             fill.release()
             return
         except BaseException as e:
@@ -355,9 +411,16 @@ class Coalescer:
             if fill.received > self.cfg.cache.max_object_size:
                 self.metrics.fills.labels("too_large").inc()
                 return
+            if flight.doomed:
+                self.metrics.fills.labels("purged").inc()
+                return
             if fill.memory is None:
                 self.store.remember(entry, None)
-            await self.store.persist(entry, SpooledBody(str(fill.path), fill.received))
+            writing = flight.writing = asyncio.get_running_loop().create_future()
+            try:
+                await self.store.persist(entry, SpooledBody(str(fill.path), fill.received))
+            finally:
+                writing.set_result(None)
             fill.adopted = True
             self.metrics.fills.labels("stored").inc()
         except StorageError as e:

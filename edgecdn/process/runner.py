@@ -13,7 +13,8 @@ from aiohttp import web
 
 from edgecdn.config import Config, parse_hostport
 from edgecdn.errors import EdgeError
-from edgecdn.serve.app import Edge, admin_app, public_server
+from edgecdn.serve.admin import admin_app
+from edgecdn.serve.app import Edge, public_server
 
 log = logging.getLogger("edgecdn")
 SHUTDOWN_GRACE_S = 10.0

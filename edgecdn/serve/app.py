@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -14,8 +13,10 @@ from edgecdn.cache.store import Store
 from edgecdn.config import Config
 from edgecdn.fetch.client import OriginClient
 from edgecdn.fetch.coalesce import Coalescer
+from edgecdn.fetch.health import HealthChecker
 from edgecdn.fetch.pool import OriginPool
 from edgecdn.metrics import Metrics
+from edgecdn.serve.follow import ChangeFollower
 from edgecdn.serve.handler import Handler
 
 log = logging.getLogger("edgecdn")
@@ -30,9 +31,12 @@ class Edge:
         self.metrics = Metrics()
         self.store = Store(cfg.cache)
         self.client = OriginClient(cfg.origin)
-        self.pool = OriginPool(cfg.origins)
+        self.pool = OriginPool(cfg.origins, cfg.origin, self.metrics)
+        self.checker = HealthChecker(self.pool, self.client, cfg.origin)
         self.coalescer = Coalescer(self.store, self.client, self.pool, cfg, self.metrics)
         self.handler = Handler(cfg, self.store, self.client, self.pool, self.coalescer, self.metrics)
+        interval = cfg.sync.poll_interval
+        self.follower = ChangeFollower(self, interval) if interval > 0 else None
         self.ready = False
 
     async def start(self) -> None:
@@ -40,10 +44,16 @@ class Edge:
         if swept:
             log.info("removed %d unfinished bodies left by an earlier crash", swept)
         await self.client.start()
+        self.checker.start()
+        if self.follower is not None:
+            await self.follower.start()  # catch up on missed publishes before serving
         self.ready = True
 
     async def close(self) -> None:
         self.ready = False
+        if self.follower is not None:
+            await self.follower.close()
+        await self.checker.stop()
         await self.coalescer.close()
         await self.client.close()
         await asyncio.to_thread(self.store.close)
@@ -55,7 +65,7 @@ class Edge:
         return await self.handler(request)
 
     def health(self) -> web.Response:
-        body = {"status": "ok" if self.ready else "starting", "origins": list(self.cfg.origins)}
+        body = {"status": "ok" if self.ready else "starting", "origins": self.pool.states()}
         return web.json_response(
             body, status=200 if self.ready else 503, headers={"Cache-Control": "no-store"}
         )
@@ -128,24 +138,3 @@ def public_server(edge: Edge) -> web.Server:
     else:
         kwargs["access_log"] = None
     return EdgeServer(edge.dispatch, head_timeout=cfg.header_timeout, **kwargs)
-
-
-def admin_app(edge: Edge) -> web.Application:
-    """The admin listener: metrics, health and stats (the control API joins it later)."""
-
-    async def metrics(_: web.Request) -> web.Response:
-        edge.metrics.memory_bytes.set(edge.store.memory.bytes)
-        edge.metrics.disk_bytes.set(await asyncio.to_thread(edge.store.disk.volume))
-        return web.Response(body=edge.metrics.render(), content_type="text/plain", charset="utf-8")
-
-    async def health(_: web.Request) -> web.Response:
-        return edge.health()
-
-    async def stats(_: web.Request) -> web.Response:
-        return web.json_response(edge.stats(), dumps=lambda o: json.dumps(o, indent=2))
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/_edge/health", health)
-    app.router.add_get("/_edge/stats", stats)
-    return app

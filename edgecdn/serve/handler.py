@@ -18,6 +18,7 @@ from edgecdn.cache.entry import VaryMarker
 from edgecdn.cache.memory import MemoryObject
 from edgecdn.cache.store import DiskObject, Found, Store
 from edgecdn.config import Config
+from edgecdn.control.versioning import DEFAULT_REGEX, VersionPattern
 from edgecdn.errors import OriginError, StorageError
 from edgecdn.fetch.client import OriginClient
 from edgecdn.fetch.coalesce import (
@@ -50,7 +51,7 @@ from edgecdn.policy.freshness import current_age
 from edgecdn.policy.invalidate import invalidated_keys
 from edgecdn.policy.key import primary_key, variant_key
 from edgecdn.policy.status import CacheStatus, cache_status_field
-from edgecdn.serve import proxy, respond
+from edgecdn.serve import access, proxy, respond
 
 log = logging.getLogger("edgecdn.handler")
 
@@ -73,6 +74,8 @@ class Handler:
         self.pool = pool
         self.coalescer = coalescer
         self.metrics = metrics
+        pattern = cfg.cache.versioned_pattern
+        self.versioned = None if pattern == "off" else VersionPattern(pattern or DEFAULT_REGEX)
         self._counters: dict[str, Counter] = {}  # metric children by X-Cache value, looked up once
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -94,7 +97,11 @@ class Handler:
         counter.inc()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        primary = primary_key(request.raw_path)
+        admitted = access.check(request, self.cfg)
+        if isinstance(admitted, web.Response):
+            return admitted
+        request = admitted.request
+        primary = primary_key(admitted.key_target)
         h = request.headers
         facts = request_facts(
             request.method,
@@ -183,6 +190,7 @@ class Handler:
             headers=tuple(request.headers.items()),
             client_ip=request.remote,
             revalidate=found.entry if found is not None else None,
+            expect_hash=self.versioned.parse(request.path) if self.versioned is not None else None,
         )
 
     async def fetch(
@@ -225,7 +233,8 @@ class Handler:
             case Storing(entry=entry, fill=fill, length=length):
                 if variant_key(primary, entry.stored.vary, request.headers) != entry.key:
                     return None  # this fill is another variant: look up again
-                if not owner and fill.complete:  # the whole body is in: as good as a hit
+                arrived = fill.complete or (length is not None and fill.received >= length)
+                if not owner and arrived:  # the whole body is in: as good as a hit
                     status = CacheStatus.HIT
                     field = cache_status_field(status, ttl=entry.stored.lifetime)
                 else:
@@ -305,6 +314,8 @@ class Handler:
     async def invalidate(self, primary: str) -> None:
         """Drop a key from both tiers; a store failure is logged, never fails the request."""
         self.coalescer.forget(primary)
+        # A fill of this key still writing to disk would land after the remove: doom it and wait for it.
+        await self.coalescer.purge(lambda key, _tags: key == primary)
         try:
             await self.store.remove(primary)
         except StorageError as e:

@@ -24,31 +24,23 @@ async def _request_body(request: web.BaseRequest) -> AsyncIterator[bytes]:
 async def send(
     request: web.BaseRequest, client: OriginClient, pool: OriginPool, primary: str
 ) -> OriginResponse:
-    """Forward the request as the client sent it (body streamed), to the pool's first origin."""
+    """Forward the request as the client sent it (body streamed) through the pool's retry loop.
+
+    A request with a body may have been partly sent when it failed, so only bodiless idempotent
+    requests move on to the next origin.
+    """
     headers = upstream_headers(tuple(request.headers.items()), client_ip=request.remote)
     has_body = request.body_exists
-    origins = pool.order(primary, request.remote)
-    error: OriginError | None = None
-    for origin in origins:
-        try:
-            resp = await client.send(
-                origin,
-                request.method,
-                request.raw_path,
-                headers,
-                _request_body(request) if has_body else None,
-            )
-        except OriginError as e:
-            pool.report(origin, ok=False)
-            error = e
-            # A request with a body may have been partly sent; only idempotent, bodiless ones move on.
-            if not e.retryable or has_body or request.method not in IDEMPOTENT:
-                break
-            continue
-        pool.report(origin, ok=resp.status < 500)
-        return resp
-    assert error is not None
-    raise error
+    return await pool.send(
+        client,
+        request.method,
+        request.raw_path,
+        headers,
+        key=primary,
+        client_ip=request.remote,
+        body=_request_body(request) if has_body else None,
+        idempotent=request.method in IDEMPOTENT and not has_body,
+    )
 
 
 async def relay(

@@ -331,5 +331,6 @@ async def test_head_miss_fills_with_get_and_caches(origin: OriginClient, edge_ur
         head = await fetch(s, "HEAD", edge_url + path)
         got = await get(s, edge_url + path)
     assert head.status == 200 and head.body == b"" and head.headers["Content-Length"] == "7000"
-    assert got.x_cache == "HIT" and len(got.body) == 7000
+    # The HEAD answer may come back before its fill ends: the GET then joins that fill or hits.
+    assert got.x_cache in ("HIT", "MISS") and len(got.body) == 7000
     assert [r["method"] for r in origin.requests(path)] == ["GET"]

@@ -109,7 +109,7 @@ def test_values_land_in_frozen_dataclasses(write: Writer) -> None:
             "[cache]\nheuristic_fraction = 0.25\nmax_variants = 4\n"
         )
     )
-    assert config.origins == ("http://127.0.0.1:9000", "https://b.example")
+    assert [o.url for o in config.origins] == ["http://127.0.0.1:9000", "https://b.example"]
     assert config.server.access_log is False
     assert config.origin.connect_timeout == 0.25
     assert (config.cache.heuristic_fraction, config.cache.max_variants) == (0.25, 4)

@@ -1,0 +1,192 @@
+"""The admin listener: metrics, health and stats (unsigned reads) and the signed control API.
+
+Rules of this file: every mutating call is verified (signing.py) before it changes anything; bodies are
+capped while they stream (413), never read whole first; every error is JSON `{"error", "detail"}`.
+A purge dooms in-flight fills before it deletes, so when it answers 200 no fill can store the old object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from edgecdn import clock
+from edgecdn.control import signing
+from edgecdn.control.purge import BadPurge, parse_purge
+from edgecdn.errors import ConfigError, StorageError, UsageError
+from edgecdn.serve.app import Edge
+from edgecdn.serve.purge import run_purge
+from edgecdn.serve.push import Push, PushError, refetch
+
+log = logging.getLogger("edgecdn.admin")
+
+PUSH_PREFIX = "/_edge/push/"
+
+
+class AdminError(Exception):
+    """An answer other than 200: the status and the JSON error it carries."""
+
+    def __init__(self, status: int, error: str, detail: object = None) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+def json_error(status: int, error: str, detail: object = None) -> web.Response:
+    return web.json_response(
+        {"error": error, "detail": detail}, status=status, headers={"Cache-Control": "no-store"}
+    )
+
+
+class Guard:
+    """Verifies signed admin requests: key ring, time window, replay cache, streamed body cap."""
+
+    def __init__(self, keys: tuple[str, ...], *, window: float, max_body: int) -> None:
+        try:
+            self.ring = signing.parse_keys(keys)
+        except UsageError as e:
+            raise ConfigError(f"admin.keys: {e}") from None
+        self.window = window
+        self.max_body = max_body
+        self.replay = signing.ReplayCache(window_s=window)
+
+    def precheck(self, request: web.BaseRequest) -> None:
+        """Refuse before reading a body: no key configured, no/malformed signature, unknown key, expired."""
+        if not self.ring:
+            raise AdminError(
+                403,
+                "no admin key configured",
+                "start the edge with --admin-key KID:SECRET or [admin] keys = [...]",
+            )
+        verdict = signing.verify(
+            self.ring,
+            request.method,
+            request.raw_path,
+            request.headers,
+            signing.EMPTY_BODY_SHA256,
+            clock.now(),
+            signing.ReplayCache(window_s=self.window),  # a throwaway: this is not the real check
+            self.window,
+        )
+        if isinstance(verdict, signing.Rejected) and verdict.reason is not signing.Reason.BAD_SIGNATURE:
+            raise AdminError(verdict.reason.status, "unauthorized", verdict.reason.value)
+
+    def check(self, request: web.BaseRequest, body_sha256: str) -> None:
+        """The real verification, over the digest of the body as received."""
+        verdict = signing.verify(
+            self.ring,
+            request.method,
+            request.raw_path,
+            request.headers,
+            body_sha256,
+            clock.now(),
+            self.replay,
+            self.window,
+        )
+        if isinstance(verdict, signing.Rejected):
+            raise AdminError(verdict.reason.status, "unauthorized", verdict.reason.value)
+
+    async def read_json(self, request: web.BaseRequest) -> object:
+        """The signed, capped JSON body of a request."""
+        self.precheck(request)
+        hasher = signing.body_hasher()
+        chunks: list[bytes] = []
+        async for chunk in capped_body(request, self.max_body):
+            hasher.update(chunk)
+            chunks.append(chunk)
+        self.check(request, hasher.hexdigest())
+        try:
+            return json.loads(b"".join(chunks))
+        except ValueError as e:
+            raise AdminError(400, "bad JSON", str(e)) from None
+
+
+async def capped_body(request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:
+    """The request body as it arrives; more than `limit` bytes is a 413 (declared or actual)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise AdminError(413, "body too large", {"limit": limit})
+    received = 0
+    async for chunk in request.content.iter_any():
+        received += len(chunk)
+        if received > limit:
+            raise AdminError(413, "body too large", {"limit": limit})
+        yield chunk
+
+
+def admin_app(edge: Edge) -> web.Application:
+    """The admin listener: GET /metrics, /_edge/health, /_edge/stats; signed purge and push."""
+    cfg = edge.cfg
+    guard = Guard(cfg.admin.keys, window=cfg.admin.signature_window, max_body=cfg.admin.max_body)
+    push_lock = asyncio.Lock()  # the older-than check and the commit of a push happen as one step
+
+    async def metrics(_: web.Request) -> web.Response:
+        edge.metrics.memory_bytes.set(edge.store.memory.bytes)
+        edge.metrics.disk_bytes.set(await asyncio.to_thread(edge.store.disk.volume))
+        return web.Response(body=edge.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def health(_: web.Request) -> web.Response:
+        return edge.health()
+
+    async def stats(_: web.Request) -> web.Response:
+        return web.json_response(edge.stats(), dumps=lambda o: json.dumps(o, indent=2))
+
+    async def purge(request: web.Request) -> web.Response:
+        try:
+            req = parse_purge(await guard.read_json(request))
+        except BadPurge as e:
+            raise AdminError(400, "bad purge request", str(e)) from None
+        started = clock.monotonic()
+        try:
+            counts = await run_purge(edge, req)
+        except StorageError as e:
+            edge.metrics.storage_errors.inc()
+            raise AdminError(503, "purge failed in the store", str(e)) from None
+        took_ms = 1000 * (clock.monotonic() - started)
+        log.info("purge %s: %s in %.1f ms", "soft" if req.soft else "hard", counts, took_ms)
+        return web.json_response({"purged": counts, "soft": req.soft})
+
+    async def push_put(request: web.Request) -> web.Response:
+        guard.precheck(request)
+        try:
+            push = Push.start(edge, request.raw_path[len(PUSH_PREFIX) - 1 :], request.headers)
+            body = capped_body(request, cfg.cache.max_object_size)
+            result = await push.receive(body, guard, request, push_lock)
+        except PushError as e:
+            raise AdminError(e.status, e.error, e.detail) from None
+        return web.json_response(result)
+
+    async def push_urls(request: web.Request) -> web.Response:
+        data = await guard.read_json(request)
+        urls = data.get("urls") if isinstance(data, dict) else None
+        if not isinstance(urls, list) or not urls or not all(isinstance(u, str) and u for u in urls):
+            raise AdminError(400, "bad push request", 'expected {"urls": ["/path", ...]}')
+        try:
+            results = await refetch(edge, urls)
+        except PushError as e:
+            raise AdminError(e.status, e.error, e.detail) from None
+        return web.json_response({"results": results})
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            resp: web.StreamResponse = await handler(request)
+            return resp
+        except AdminError as e:
+            return json_error(e.status, e.error, e.detail)
+        except web.HTTPException as e:
+            return json_error(e.status, e.reason)
+
+    app = web.Application(middlewares=[errors], client_max_size=cfg.admin.max_body)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/_edge/health", health)
+    app.router.add_get("/_edge/stats", stats)
+    app.router.add_post("/_edge/purge", purge)
+    app.router.add_put(PUSH_PREFIX + "{tail:.*}", push_put)
+    app.router.add_post("/_edge/push", push_urls)
+    return app

@@ -120,6 +120,8 @@ class CacheConfig:
     stale_if_error: float = field(default=0.0, metadata=_secs())
     max_variants: int = field(default=16, metadata={"min": 1, "max": 1024})
     hit_for_miss: float = field(default=30.0, metadata=_secs())
+    # Memory objects >= 512 KiB keep their body file open and are sent with sendfile(2) from it (no copy).
+    memory_sendfile: bool = True
     # Last path segment of content-hash URLs: a regex with (?P<hash>...) capturing 16 hex digits of xxh3-64;
     # "" is the built-in `name.<hash>.ext`, "off" turns verification and immutability off.
     versioned_pattern: str = ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import IO
 
 from edgecdn.cache.entry import Entry, VaryMarker
 
@@ -13,6 +14,15 @@ class MemoryObject:
     entry: Entry
     body: bytes
     fields: tuple[tuple[str, str], ...] | None = None  # client-facing headers, built on first use
+    # The persisted body file, kept open for large bodies so a hit can sendfile() it without a copy
+    # (no lookup, no open, no thread: the handle was opened when the object was stored or promoted).
+    file: IO[bytes] | None = None
+
+
+def _close(item: MemoryObject | VaryMarker, *, keep: IO[bytes] | None) -> None:
+    """Close an object's kept body file, unless its successor keeps using the same handle."""
+    if isinstance(item, MemoryObject) and item.file is not None and item.file is not keep:
+        item.file.close()
 
 
 class MemoryTier:
@@ -36,20 +46,24 @@ class MemoryTier:
         return item
 
     def put(self, key: str, item: MemoryObject | VaryMarker) -> None:
+        keep = item.file if isinstance(item, MemoryObject) else None
         if isinstance(item, MemoryObject) and len(item.body) > self.max_object:
             self.discard(key)
+            _close(item, keep=None)
             return
-        self.discard(key)
+        self.discard(key, keep=keep)
         self._items[key] = item
         self.bytes += self._cost(item)
         while self.bytes > self.max_bytes and self._items:
             _, old = self._items.popitem(last=False)
             self.bytes -= self._cost(old)
+            _close(old, keep=None)
 
-    def discard(self, key: str) -> None:
+    def discard(self, key: str, *, keep: IO[bytes] | None = None) -> None:
         old = self._items.pop(key, None)
         if old is not None:
             self.bytes -= self._cost(old)
+            _close(old, keep=keep)
 
     def keys(self) -> list[str]:
         return list(self._items)

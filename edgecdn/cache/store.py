@@ -18,6 +18,8 @@ from edgecdn.config import CacheConfig
 from edgecdn.policy.key import HeaderView, variant_key
 from edgecdn.policy.stored import StoredResponse
 
+KEEP_FILE_FROM = 512 * 1024  # memory objects this large also keep their body file open, for sendfile
+
 
 @dataclass(slots=True)
 class DiskObject:
@@ -77,8 +79,11 @@ class Store:
         if f is None:
             return marker, None
         if item.stored.size <= self.memory.max_object:
-            with f:
-                return marker, MemoryObject(item, f.read())
+            body = f.read()
+            if item.stored.size < KEEP_FILE_FROM or not self.cfg.memory_sendfile:
+                f.close()
+                return marker, MemoryObject(item, body)
+            return marker, MemoryObject(item, body, file=f)
         return marker, DiskObject(item, f)
 
     # -- writes ------------------------------------------------------------------------------------
@@ -100,6 +105,14 @@ class Store:
         evicted = await asyncio.to_thread(self._commit_disk, entry, body)
         for key in evicted:
             self.memory.discard(key)
+        item = self.memory.peek(entry.key)
+        same = isinstance(item, MemoryObject) and item.entry.body_name == entry.body_name
+        if same and self.cfg.memory_sendfile and entry.stored.size >= KEEP_FILE_FROM:
+            f = await asyncio.to_thread(self.disk.open_body, entry)
+            if isinstance(item, MemoryObject) and self.memory.peek(entry.key) is item and item.file is None:
+                item.file = f
+            elif f is not None:
+                f.close()
 
     def _commit_disk(self, entry: Entry, body: SpooledBody | None) -> list[str]:
         """Write the entry and its primary's vary marker; returns variant keys evicted by the cap."""
@@ -128,7 +141,7 @@ class Store:
             self.generation += 1
         item = self.memory.get(entry.key)
         if isinstance(item, MemoryObject):
-            self.memory.put(entry.key, MemoryObject(new, item.body))
+            self.memory.put(entry.key, MemoryObject(new, item.body, file=item.file))
         return new
 
     async def remove(self, primary: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -23,6 +24,7 @@ SHUTDOWN_GRACE_S = 10.0
 def run(cfg: Config) -> int:
     """Serve until told to stop; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    raise_fd_limit()
     return _run_loop(lambda: serve(cfg), use_uvloop=cfg.server.uvloop)
 
 
@@ -37,6 +39,17 @@ def _run_loop(main: Callable[[], Coroutine[Any, Any, int]], *, use_uvloop: bool)
             log.info("uvloop not installed; using the default event loop")
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main())
+
+
+def raise_fd_limit() -> None:
+    """Lift the soft open-files limit to the hard one: connections plus kept body files need room."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError) as e:
+            log.warning("open-files limit stays at %d: %s", soft, e)
 
 
 async def serve(cfg: Config) -> int:

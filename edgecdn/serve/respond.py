@@ -145,18 +145,19 @@ async def _memory_body(
     plan: FullBody | Partial,
 ) -> web.StreamResponse:
     body: bytes | memoryview = found.body
+    file_offset: int | None = 0  # where `body` starts in the kept body file (None: not in it)
     size = len(body)
     status = found.entry.stored.status
     if isinstance(plan, Partial) and len(plan.ranges) == 1:
         r = plan.ranges[0]
         headers["Content-Range"] = r.content_range(size)
-        status, body = 206, memoryview(found.body)[r.start : r.end + 1]
+        status, body, file_offset = 206, memoryview(found.body)[r.start : r.end + 1], r.start
     elif isinstance(plan, Partial):
         boundary = secrets.token_hex(BOUNDARY_HEX // 2)
         ctype = headers.get("Content-Type")
         parts = [multipart_head(boundary, ctype, r, size) + body[r.start : r.end + 1] for r in plan.ranges]
         headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
-        status, body = 206, b"".join(parts) + multipart_tail(boundary)
+        status, body, file_offset = 206, b"".join(parts) + multipart_tail(boundary), None
     headers["Content-Length"] = str(len(body))
     if request.method == "HEAD":
         return web.Response(status=status, headers=headers)
@@ -167,7 +168,12 @@ async def _memory_body(
     resp = web.StreamResponse(status=status, headers=headers)
     writer = await resp.prepare(request)
     _send_headers(writer)
-    await resp.write(memoryview(body))
+    sent = 0
+    if file_offset is not None and found.file is not None and request.transport is not None:
+        # The same bytes from the kept body file: sendfile() spares the copy into the socket.
+        sent = _sendfile_now(request.transport, found.file, file_offset, len(body))
+    if sent < len(body):
+        await resp.write(memoryview(body)[sent:])
     await resp.write_eof()
     return resp
 
@@ -226,6 +232,9 @@ async def _send_file(
         return
     except (NotImplementedError, RuntimeError, AttributeError):
         pass
+    sent = _sendfile_now(transport, file, offset, count)
+    offset += sent
+    count -= sent
     while count > 0:
         chunk = await asyncio.to_thread(os_pread, file, min(CHUNK, count), offset)
         if not chunk:
@@ -233,6 +242,32 @@ async def _send_file(
         await resp.write(chunk)
         offset += len(chunk)
         count -= len(chunk)
+
+
+def _sendfile_now(transport: asyncio.BaseTransport, file: IO[bytes], offset: int, count: int) -> int:
+    """Zero-copy what the socket takes right now, for loops without loop.sendfile (uvloop).
+
+    Safe only while the transport has nothing buffered (its bytes would otherwise go after ours) and
+    carries plain TCP; anything not sent here goes the ordinary way.
+    """
+    buffered = getattr(transport, "get_write_buffer_size", None)  # uvloop's is no WriteTransport subclass
+    if buffered is None or buffered():
+        return 0
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.get_extra_info("sslcontext") is not None:
+        return 0
+    sent = 0
+    try:
+        while sent < count:
+            n = os.sendfile(sock.fileno(), file.fileno(), offset + sent, count - sent)
+            if n == 0:
+                break
+            sent += n
+    except (BlockingIOError, InterruptedError):
+        pass
+    except OSError as e:
+        raise ConnectionResetError(f"client went away: {e.strerror}") from None
+    return sent
 
 
 def os_pread(file: IO[bytes], n: int, offset: int) -> bytes:

@@ -36,6 +36,16 @@ HERE = Path(__file__).resolve().parent
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+_STARTED: list[Proc] = []  # every process any test started, stopped at the latest when the run ends
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """No process outlives the test run, even one whose test forgot (or never reached) its stop()."""
+    for proc in reversed(_STARTED):
+        if proc.returncode is None:
+            proc.stop()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(str(item.path)).resolve().parents:
@@ -64,6 +74,7 @@ class Proc:
             start_new_session=True,  # its own process group: stray workers die with it
         )
         self.pid = self.popen.pid
+        _STARTED.append(self)
         self.stdout_lines: list[str] = []
         self._ready: queue.Queue[str | None] = queue.Queue()
         self._drainer = threading.Thread(target=self._drain_stdout, daemon=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.integration.conftest import OriginClient, Proc
+from tests.integration.conftest import EdgeFactory, OriginClient, Proc
 from tests.integration.edge_client import admin_url, get, metric, session, start_edge
 
 
@@ -129,46 +129,44 @@ async def test_failed_fill_fails_all_waiters_at_once(stack: tuple[OriginClient, 
     assert got.x_cache == "MISS" and len(got.body) == 100_000
 
 
-async def test_disk_tier_survives_restart(stack: tuple[OriginClient, Proc], tmp_path: Path) -> None:
+async def test_disk_tier_survives_restart(
+    stack: tuple[OriginClient, Proc], tmp_path: Path, edge: EdgeFactory
+) -> None:
     origin, _ = stack
     cache = tmp_path / "restart-cache"
     path = "/_test/blob/2000000?t=restart"  # past the memory tier: served from disk after restart
     small = "/_test/blob/100?t=restart-small"
-    edge = start_edge(origin.url, cache, "--no-access-log")
+    first = edge(origin.url, "--no-access-log", cache_dir=cache)
     async with session() as s:
-        await get(s, edge.url + path)
-        await get(s, edge.url + small)
-    assert edge.stop() == 0
-    edge = start_edge(origin.url, cache, "--no-access-log")
-    try:
-        async with session() as s:
-            big, tiny = await get(s, edge.url + path), await get(s, edge.url + small)
-    finally:
-        edge.stop()
+        await get(s, first.url + path)
+        await get(s, first.url + small)
+    assert first.stop() == 0
+    second = edge(origin.url, "--no-access-log", cache_dir=cache)
+    async with session() as s:
+        big, tiny = await get(s, second.url + path), await get(s, second.url + small)
     assert (big.x_cache, tiny.x_cache) == ("HIT", "HIT")
     assert len(big.body) == 2_000_000
     assert origin.hits(path) == 1 and origin.hits(small) == 1
 
 
 async def test_crash_during_fill_never_serves_a_partial_body(
-    stack: tuple[OriginClient, Proc], tmp_path: Path
+    stack: tuple[OriginClient, Proc], tmp_path: Path, edge: EdgeFactory
 ) -> None:
     origin, _ = stack
     cache = tmp_path / "crash-cache"
     path = "/_test/blob/3000000?t=crash"
-    edge = start_edge(origin.url, cache, "--no-access-log")
+    crashing = edge(origin.url, "--no-access-log", cache_dir=cache)
     async with session() as s:
-        resp = await s.get(edge.url + path, headers={"X-Test-Gate-After": "crash:1000000"})
+        resp = await s.get(crashing.url + path, headers={"X-Test-Gate-After": "crash:1000000"})
         await resp.content.readexactly(1_000_000)
-        os.kill(edge.pid, signal.SIGKILL)  # crash with a half-written body on disk
-        edge.stop()
+        os.kill(crashing.pid, signal.SIGKILL)  # crash with a half-written body on disk
+        crashing.stop()
         resp.close()
     origin.release("crash")
-    edge = start_edge(origin.url, cache, "--no-access-log")
-    try:
-        async with session() as s:
-            got = await get(s, edge.url + path)
-    finally:
-        edge.stop()
+    assert any((cache / "tmp").iterdir())  # the crash left a half-written body behind
+    restarted = edge(origin.url, "--no-access-log", cache_dir=cache)
+    async with session() as s:
+        got = await get(s, restarted.url + path)
     assert got.x_cache == "MISS" and len(got.body) == 3_000_000
-    assert not any((cache / "tmp").iterdir())  # the orphan was swept at start
+    assert restarted.stop() == 0  # a clean stop finishes its own fill first
+    assert not any((cache / "tmp").iterdir())  # and the crash's orphan was swept at start

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from tests.integration.conftest import Proc
+from tests.integration.conftest import REPO, Proc
 
 ADMIN = re.compile(r"\(admin (http://\S+)\)")
 
@@ -39,6 +42,17 @@ def start_edge(origin_url: str, cache: Path, *extra: str) -> Proc:
         "--cache-dir",
         str(cache),
         *extra,
+    )
+
+
+def run_module(module: str, *args: str, admin_key: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m MODULE ARGS…` to completion, as a user runs a command (admin key only if given)."""
+    env = dict(os.environ, COLUMNS="200")
+    env.pop("EDGECDN_ADMIN_KEY", None)
+    if admin_key is not None:
+        env["EDGECDN_ADMIN_KEY"] = admin_key
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=60
     )
 
 

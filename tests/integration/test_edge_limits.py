@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import REPO, OriginClient, Proc
-from tests.integration.edge_client import get, session, start_edge
+from tests.integration.edge_client import get, run_module, session, start_edge
 
 
 def closed_port() -> int:
@@ -93,9 +92,7 @@ async def test_one_gib_object_streams_in_bounded_memory(origin: OriginClient, tm
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgecdn", *args], capture_output=True, text=True, cwd=REPO, timeout=60
-    )
+    return run_module("edgecdn", *args)
 
 
 def test_check_config_names_the_key_and_suggests(tmp_path: Path) -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -15,22 +13,14 @@ import pytest
 
 from edgecdn.control.signing import generate_key
 from origin import cli as origin_cli
-from tests.integration.conftest import REPO, EdgeFactory, OriginClient
-from tests.integration.edge_client import admin_url, get, session
+from tests.integration.conftest import EdgeFactory, OriginClient
+from tests.integration.edge_client import admin_url, get, run_module, session
 
 KEY = generate_key("pub")
 
 
 def publish(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, EDGECDN_ADMIN_KEY=KEY, COLUMNS="200")
-    return subprocess.run(
-        [sys.executable, "-m", "origin", "publish", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=60,
-    )
+    return run_module("origin", "publish", *args, admin_key=KEY)
 
 
 def changes(origin: OriginClient, since: int = 0) -> dict[str, object]:

@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 
 import pytest
 
 from edgecdn import cli
 from edgecdn.control.signing import generate_key
-from tests.integration.conftest import REPO, EdgeFactory, OriginClient
-from tests.integration.edge_client import admin_url, get, session
+from tests.integration.conftest import EdgeFactory, OriginClient
+from tests.integration.edge_client import admin_url, get, run_module, session
 
 KEY = generate_key("cli")
 
 
 def purge_cli(*args: str, key: str | None = KEY) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, COLUMNS="200")
-    env.pop("EDGECDN_ADMIN_KEY", None)
-    if key is not None:
-        env["EDGECDN_ADMIN_KEY"] = key
-    return subprocess.run(
-        [sys.executable, "-m", "edgecdn", "purge", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=60,
-    )
+    return run_module("edgecdn", "purge", *args, admin_key=key)
 
 
 async def test_purge_cli_purges_every_edge_and_fails_when_one_edge_fails(

@@ -7,6 +7,7 @@ visible only when its record is written in the same transaction, so a crash neve
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import diskcache
 
 from edgecdn.cache.entry import Entry, VaryMarker, from_record, to_record
 from edgecdn.errors import StorageError
+from edgecdn.policy.key import key_digest
 
 _MODE_BINARY = 2  # diskcache's mode for values kept as files
 
@@ -39,6 +41,11 @@ class _BodyDisk(diskcache.Disk):  # type: ignore[misc]
             os.rename(value.path, full_path)
             return value.size, _MODE_BINARY, filename, None
         return super().store(value, read, key)
+
+
+def new_body_name(key: str) -> str:
+    """A fresh name for one body of `key`: the key's hash (never its path) plus a per-fill suffix."""
+    return key_digest(key)[:24] + secrets.token_hex(4)
 
 
 def body_file(body_name: str) -> str:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 import xxhash
+from multidict import CIMultiDict
 
 from edgecdn import clock
-from edgecdn.cache.disk import SpooledBody
+from edgecdn.cache.disk import SpooledBody, new_body_name
 from edgecdn.cache.entry import Entry
 from edgecdn.cache.fill import Fill
 from edgecdn.cache.store import Store
@@ -36,7 +36,7 @@ from edgecdn.http.fields import Headers, get_one
 from edgecdn.metrics import Metrics
 from edgecdn.policy import immutable
 from edgecdn.policy.admit import Exchange, NotStorable, admit
-from edgecdn.policy.key import key_digest, variant_key
+from edgecdn.policy.key import variant_key
 from edgecdn.policy.revalidate import conditional_headers, merge_304, validators_match
 
 log = logging.getLogger("edgecdn.fill")
@@ -44,17 +44,6 @@ log = logging.getLogger("edgecdn.fill")
 HIT_FOR_MISS_MAX = 100_000  # markers kept at most (oldest dropped first)
 UNCLAIMED_RESPONSE_S = 10.0  # an uncacheable response nobody took is closed after this
 ERROR_STATUSES = frozenset({500, 502, 503, 504})  # RFC 5861 §4: "errors" for stale-if-error
-
-
-class _MultiDictView:
-    """Request headers as the key functions want them (a tuple of pairs is what a fill keeps)."""
-
-    def __init__(self, headers: Headers) -> None:
-        self._headers = headers
-
-    def getall(self, key: str, default: list[str]) -> list[str]:
-        lkey = key.lower()
-        return [v for n, v in self._headers if n.lower() == lkey] or default
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +307,7 @@ class Coalescer:
             req,
             resp,
             Entry(
-                key=variant_key(req.primary, verdict.vary, _MultiDictView(req.headers)),
+                key=variant_key(req.primary, verdict.vary, CIMultiDict(req.headers)),
                 primary=req.primary,
                 stored=verdict,
             ),
@@ -340,7 +329,7 @@ class Coalescer:
         length = int(length_field) if length_field and length_field.isdigit() else None
         cfg = self.cfg.cache
         small = length is None or length <= cfg.memory_object_max
-        body_name = key_digest(entry.key)[:24] + secrets.token_hex(4)
+        body_name = new_body_name(entry.key)
         entry = replace(entry, body_name=body_name)
         try:
             fill = await Fill.create(

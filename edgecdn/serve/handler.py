@@ -256,7 +256,7 @@ class Handler:
                 assert found is not None
                 revalidated: Found
                 if isinstance(found, MemoryObject):
-                    revalidated = MemoryObject(entry, found.body)
+                    revalidated = MemoryObject(entry, found.body, file=found.file)
                 else:
                     revalidated = DiskObject(entry, found.file)
                 age = current_age(entry.stored.initial_age, entry.stored.response_time, now=now)

@@ -8,7 +8,6 @@ stored object (Last-Modified) does not overwrite it, so pushes may arrive in any
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,7 +18,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from edgecdn import clock
-from edgecdn.cache.disk import SpooledBody
+from edgecdn.cache.disk import SpooledBody, new_body_name
 from edgecdn.cache.entry import Entry
 from edgecdn.cache.fill import Fill
 from edgecdn.control.purge import BadPurge, url_key
@@ -29,7 +28,6 @@ from edgecdn.fetch.coalesce import Failed, FillRequest, Storing, Uncacheable
 from edgecdn.http.dates import parse_http_date
 from edgecdn.policy import immutable
 from edgecdn.policy.admit import Exchange, NotStorable, admit
-from edgecdn.policy.key import key_digest
 
 if TYPE_CHECKING:
     from edgecdn.serve.app import Edge
@@ -109,7 +107,7 @@ class Push:
     ) -> dict[str, Any]:
         """Stream the body to a temporary file, verify the signature over it, then commit."""
         store, cfg = self.edge.store, self.edge.cfg.cache
-        name = key_digest(self.key)[:24] + secrets.token_hex(4)
+        name = new_body_name(self.key)
         fill = await Fill.create(store.disk.tmp, name, memory_limit=cfg.memory_object_max)
         fill.acquire()
         try:

@@ -20,7 +20,7 @@ from edgecdn.cache.fill import Fill
 from edgecdn.cache.memory import MemoryObject
 from edgecdn.cache.store import DiskObject, Found
 from edgecdn.http.conditional import Conditions, Precondition, evaluate, if_range_matches
-from edgecdn.http.fields import EDGE_TARGETED, Headers
+from edgecdn.http.fields import EDGE_TARGETED, Headers, get_one
 from edgecdn.http.ranges import (
     FullBody,
     Partial,
@@ -108,7 +108,7 @@ def range_plan(request: web.BaseRequest, stored: StoredResponse) -> FullBody | P
     plan = plan_ranges(header, stored.size)
     if isinstance(plan, Partial) and len(plan.ranges) > 1:
         # RangeAmp: the exact multipart size, with this object's Content-Type, must stay within 2x.
-        ctype = next((v for n, v in stored.headers if n.lower() == "content-type"), None)
+        ctype = get_one(stored.headers, "content-type")
         if multipart_length("0" * BOUNDARY_HEX, ctype, plan, stored.size) > 2 * stored.size:
             return FullBody()
     return plan
@@ -134,7 +134,7 @@ async def from_cache(request: web.BaseRequest, found: Found, headers: CIMultiDic
         return await _disk_body(request, found, headers, plan)
     finally:
         if isinstance(found, DiskObject) and not found.file.closed:
-            # _disk_body closes after sending; this covers every early return.
+            # Whatever path answered (body, 304, 416, an error), the disk object's file is done with.
             await asyncio.to_thread(found.file.close)
 
 

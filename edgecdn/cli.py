@@ -10,6 +10,7 @@ import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 
+from edgecdn import __version__
 from edgecdn import config as config_mod
 from edgecdn.config import Config, load_config, validate
 from edgecdn.control import keygen, purge, signing, signurl, versioning
@@ -141,6 +142,7 @@ COMMANDS: Sequence[Command] = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edgecdn", description="A CDN edge cache server.")
+    parser.add_argument("--version", action="version", version=f"edgecdn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, help_text, add_arguments, run in COMMANDS:
         p = sub.add_parser(name, help=help_text, description=help_text)

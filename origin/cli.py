@@ -16,6 +16,8 @@ from typing import NoReturn
 
 from aiohttp import web
 
+from edgecdn import __version__
+from edgecdn.control import sdnotify
 from edgecdn.errors import UsageError
 from origin import publish
 from origin.rules import ConfigError, Rules, load_rules
@@ -42,6 +44,7 @@ def listen_address(value: str) -> tuple[str, int]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Reference origin for edgecdn.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="serve a directory over HTTP")
     serve.add_argument("root", metavar="ROOT", type=Path, help="directory to serve")
@@ -118,10 +121,12 @@ async def _serve(app: web.Application, host: str, port: int) -> None:
         bound_host, bound_port = runner.addresses[0][:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         print(f"{PROG} listening on http://{shown}:{bound_port}", flush=True)
+        sdnotify.notify("READY=1")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        sdnotify.notify("STOPPING=1")
     finally:
         await runner.cleanup()

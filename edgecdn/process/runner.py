@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from edgecdn.config import Config, parse_hostport
+from edgecdn.control import sdnotify
 from edgecdn.errors import EdgeError
 from edgecdn.serve.admin import admin_app
 from edgecdn.serve.app import Edge, public_server
@@ -71,12 +72,14 @@ async def serve(cfg: Config) -> int:
             f"edgecdn listening on {_url(public)} (admin {_url(admin)})",
             flush=True,
         )
+        sdnotify.notify("READY=1")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("draining")
+        sdnotify.notify("STOPPING=1")
     finally:
         await public.cleanup()
         await admin.cleanup()

@@ -21,7 +21,7 @@ import pytest
 
 from edgecdn import __version__
 from tests.integration.conftest import REPO, OriginClient, Proc
-from tests.integration.edge_client import admin_url, run_module
+from tests.integration.edge_client import admin_url, run_module, start_edge
 
 UNITS = ("edgecdn.service", "edgecdn-origin.service")
 LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never an http_proxy
@@ -59,6 +59,13 @@ def test_version_flag(module: str, prog: str) -> None:
     assert done.stdout.strip() == f"{prog} {__version__}"
 
 
+def plain_origin(tmp_path: Path) -> OriginClient:
+    """An origin without test hooks, as deployed."""
+    root = tmp_path / "root"
+    root.mkdir()
+    return OriginClient(Proc("origin", "serve", str(root), "--listen", "127.0.0.1:0"), root)
+
+
 @pytest.fixture
 def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
     """A datagram socket standing in for systemd's; processes started meanwhile get its path."""
@@ -75,22 +82,9 @@ def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
 
 
 def test_edge_and_origin_notify_ready_then_stopping(notify_socket: socket.socket, tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    root.mkdir()
-    origin = OriginClient(Proc("origin", "serve", str(root), "--listen", "127.0.0.1:0"), root)
+    origin = plain_origin(tmp_path)
     assert notify_socket.recv(256) == b"READY=1"  # the origin, once it listens
-    edge = Proc(
-        "edgecdn",
-        "serve",
-        "--origin",
-        origin.url,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-    )
+    edge = start_edge(origin.url, tmp_path / "cache")
     try:
         assert notify_socket.recv(256) == b"READY=1"
         assert edge.stop() == 0
@@ -104,21 +98,8 @@ def test_edge_and_origin_notify_ready_then_stopping(notify_socket: socket.socket
 
 def test_metrics_pass_promtool_and_name_the_build(tmp_path: Path) -> None:
     promtool = tool("promtool")
-    root = tmp_path / "root"
-    root.mkdir()
-    origin = OriginClient(Proc("origin", "serve", str(root), "--listen", "127.0.0.1:0"), root)
-    edge = Proc(
-        "edgecdn",
-        "serve",
-        "--origin",
-        origin.url,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-    )
+    origin = plain_origin(tmp_path)
+    edge = start_edge(origin.url, tmp_path / "cache")
     try:
         with pytest.raises(urllib.error.HTTPError, match="404"):
             LOOPBACK.open(edge.url + "/missing", timeout=10)  # a request, so labelled series exist

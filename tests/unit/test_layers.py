@@ -40,6 +40,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "origin": frozenset({HTTP, CONTROL, "edgecdn.errors"}),
 }
 
+ROOT = "edgecdn"  # the package itself holds only __version__, importable from every layer
+
 PURE_LAYERS = (HTTP, POLICY)
 IMPURE_MODULES = frozenset({"aiohttp", "asyncio", "diskcache", "aiofiles", "os", "time"})
 CLOCK_READS = frozenset(
@@ -107,7 +109,7 @@ def layer_violations(module: str, source: str, *, is_package: bool = False, wher
         return []
     out = []
     for name, line in imported(ast.parse(source), module, is_package=is_package):
-        if name.split(".")[0] != "edgecdn" or layer(name) == layer(module):
+        if name.split(".")[0] != "edgecdn" or name == ROOT or layer(name) == layer(module):
             continue
         if layer(name) not in allowed:
             out.append(
@@ -150,6 +152,12 @@ def test_imports_point_down_the_layers(module: str) -> None:
     path = MODULES[module]
     source = path.read_text(encoding="utf-8")
     assert layer_violations(module, source, is_package=path.name == "__init__.py", where=where(path)) == []
+
+
+def test_package_root_imports_nothing() -> None:
+    """Every layer may import `edgecdn` (for __version__) only because it imports nothing itself."""
+    tree = ast.parse(MODULES[ROOT].read_text(encoding="utf-8"))
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if layer(m) in PURE_LAYERS), ids=str)

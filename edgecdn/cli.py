@@ -10,8 +10,8 @@ import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 
-from edgecdn import __version__
 from edgecdn import config as config_mod
+from edgecdn.build_info import __version__
 from edgecdn.config import Config, load_config, validate
 from edgecdn.control import keygen, purge, signing, signurl, versioning
 from edgecdn.errors import ConfigError, EdgeError, UsageError

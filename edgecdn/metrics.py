@@ -13,7 +13,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from edgecdn import __version__
+from edgecdn.build_info import __version__
 
 # A `_created` series per counter doubles the exposition and no dashboard reads it.
 disable_created_metrics()  # type: ignore[no-untyped-call]

@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from aiohttp import web
 
-from edgecdn import __version__
+from edgecdn.build_info import __version__
 from edgecdn.control import sdnotify
 from edgecdn.errors import UsageError
 from origin import publish

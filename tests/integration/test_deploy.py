@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecdn import __version__
+from edgecdn.build_info import __version__
 from tests.integration.conftest import REPO, OriginClient, Proc
 from tests.integration.edge_client import admin_url, run_module, start_edge
 

@@ -120,12 +120,12 @@ async def _serve(app: web.Application, host: str, port: int) -> None:
         await site.start()
         bound_host, bound_port = runner.addresses[0][:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        print(f"{PROG} listening on http://{shown}:{bound_port}", flush=True)
-        sdnotify.notify("READY=1")
-        stop = asyncio.Event()
+        stop = asyncio.Event()  # handlers before readiness: a SIGTERM right after it still stops cleanly
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        print(f"{PROG} listening on http://{shown}:{bound_port}", flush=True)
+        sdnotify.notify("READY=1")
         await stop.wait()
         sdnotify.notify("STOPPING=1")
     finally:

@@ -68,15 +68,15 @@ async def serve(cfg: Config) -> int:
             await web.TCPSite(admin, ahost, aport).start()
         except OSError as e:
             raise EdgeError(f"cannot listen: {e.strerror or e}") from None
+        stop = asyncio.Event()  # handlers before readiness: a SIGTERM right after it still drains
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         print(
             f"edgecdn listening on {_url(public)} (admin {_url(admin)})",
             flush=True,
         )
         sdnotify.notify("READY=1")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("draining")
         sdnotify.notify("STOPPING=1")

@@ -167,8 +167,8 @@ class Handler:
             case Revalidate():
                 assert found is not None
                 return await self.fetch(request, primary, found, fwd="stale")
-            case Miss():
-                if self.coalescer.is_hit_for_miss(primary, now=now):
+            case Miss(alone=alone):
+                if alone or self.coalescer.is_hit_for_miss(primary, now=now):
                     return await self.fetch(request, primary, None, fwd="uri-miss", shared=False)
                 return await self.fetch(request, primary, None, fwd="miss")
             case Pass(reason=reason):

@@ -6,6 +6,7 @@ then asks twice: a second request that reaches the origin proves the first answe
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 
@@ -189,3 +190,49 @@ async def test_set_cookie_setting(
     assert [g.headers.getall("Set-Cookie", []) for g in got] == cookies
     assert (got[1].x_cache == "HIT") is reused
     assert origin.hits(path) == (1 if reused else 2)
+
+
+# -- group 7: Authorization (RFC 9111 §3.5) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "reused"),
+    [
+        pytest.param("max-age=3600, public", True, id="rfc9111-3.5-public-reused"),
+        pytest.param("s-maxage=3600", True, id="rfc9111-3.5-s-maxage-reused"),
+        pytest.param("max-age=3600, must-revalidate", True, id="rfc9111-3.5-must-revalidate-reused"),
+        pytest.param("max-age=3600", False, id="rfc9111-3.5-max-age-alone-not-reused"),
+    ],
+)
+async def test_authorization_response_reused_only_when_allowed(
+    origin: OriginClient, edge_url: str, cache_control: str, reused: bool
+) -> None:
+    path = blob("auth-" + cache_control.encode().hex())
+    hooks = {"X-Set-Cache-Control": cache_control}
+    async with session() as s:
+        first = await get(s, edge_url + path, Authorization="Bearer alice", **hooks)
+        others = [
+            await get(s, edge_url + path, Authorization="Bearer bob", **hooks),
+            await get(s, edge_url + path, **hooks),
+        ]
+    assert first.status == 200 and first.x_cache == "MISS"
+    assert [g.x_cache == "HIT" for g in others] == [reused, reused]
+    seen = origin.requests(path)
+    assert len(seen) == (1 if reused else 3)
+    assert seen[0]["headers"].get("Authorization") == "Bearer alice"  # forwarded on the fill
+
+
+async def test_authorization_request_never_joins_another_requests_fill(
+    origin: OriginClient, edge_url: str
+) -> None:
+    path = blob("auth-not-coalesced")
+    hooks = {"X-Set-Cache-Control": "max-age=3600", "X-Test-Gate": "auth-not-coalesced"}
+    async with session() as s:
+        anonymous = asyncio.create_task(get(s, edge_url + path, **hooks))
+        await origin.await_gate("auth-not-coalesced", 1)
+        alice = asyncio.create_task(get(s, edge_url + path, Authorization="Bearer alice", **hooks))
+        await origin.await_gate("auth-not-coalesced", 2)  # alice's own request reached the origin
+        await asyncio.to_thread(origin.release, "auth-not-coalesced")
+        got = [await anonymous, await alice]
+    assert [g.status for g in got] == [200, 200]
+    assert [r["headers"].get("Authorization") for r in origin.requests(path)] == [None, "Bearer alice"]

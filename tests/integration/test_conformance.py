@@ -236,3 +236,28 @@ async def test_authorization_request_never_joins_another_requests_fill(
         got = [await anonymous, await alice]
     assert [g.status for g in got] == [200, 200]
     assert [r["headers"].get("Authorization") for r in origin.requests(path)] == [None, "Bearer alice"]
+
+
+# -- group 9: Range syntax (RFC 9110 §14.1-14.2) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rng", "status", "content_range", "length"),
+    [
+        pytest.param("bytes=0-10001", 206, "bytes 0-999/1000", 1000, id="rfc9110-14.1.2-last-pos-beyond-end"),
+        pytest.param("bytes=0-", 206, "bytes 0-999/1000", 1000, id="rfc9110-14.2-whole-object-206"),
+        pytest.param("bytes=10-19", 206, "bytes 10-19/1000", 10, id="rfc9110-14.1.2-single"),
+        pytest.param("bytes =0-9", 200, None, 1000, id="rfc9110-14.1.1-space-before-equals-ignored"),
+        pytest.param("bytes=0- 9", 200, None, 1000, id="rfc9110-14.1.1-space-in-range-spec-ignored"),
+    ],
+)
+async def test_range_syntax(
+    origin: OriginClient, edge_url: str, rng: str, status: int, content_range: str | None, length: int
+) -> None:
+    path = blob("range-" + rng.encode().hex())
+    async with session() as s:
+        got = [await get(s, edge_url + path, Range=rng) for _ in range(2)]  # from the fill, then stored
+    for g in got:
+        assert (g.status, g.headers.get("Content-Range"), len(g.body)) == (status, content_range, length)
+    assert got[1].x_cache == "HIT"
+    assert origin.hits(path) == 1

@@ -22,6 +22,9 @@ from edgecdn.policy.freshness import (
 )
 from edgecdn.policy.stored import StoredResponse
 
+# Status codes whose caching semantics this cache implements (RFC 9111 §5.2.2.3 must-understand).
+UNDERSTOOD_STATUSES = (HEURISTIC_STATUSES - {206}) | {302, 307}
+
 
 class NotStorable(enum.Enum):
     """Why a response was not stored; the value is the Cache-Status `detail`."""
@@ -55,7 +58,12 @@ def admit(ex: Exchange, *, cfg: CacheConfig) -> StoredResponse | NotStorable:
     if ex.request_no_store:
         return NotStorable.REQUEST_NO_STORE
     cc = effective_cache_control(ex.headers)
-    if "no-store" in cc:
+    # §5.2.2.3: must-understand stands in for no-store when this cache implements the status code's
+    # caching rules, and forbids storing a status code it does not.
+    understood = ex.status in UNDERSTOOD_STATUSES
+    if "must-understand" in cc and not understood:
+        return NotStorable.STATUS
+    if "no-store" in cc and not ("must-understand" in cc and understood):
         return NotStorable.NO_STORE
     if "private" in cc and not cc.field_names("private"):
         return NotStorable.PRIVATE

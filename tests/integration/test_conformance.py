@@ -54,20 +54,20 @@ def blob(name: str, size: int = 1000) -> str:
     return f"/_test/blob/{size}?t={name}"
 
 
-async def twice(edge_url: str, path: str, **headers: str) -> tuple[int, int, str, str]:
+async def twice(edge_url: str, path: str, status: int = 200, **headers: str) -> tuple[int, int, str, str]:
     """(first Age, second Age, first X-Cache, second X-Cache) of two GETs with the same hook headers."""
     async with session() as s:
         first = await get(s, edge_url + path, **headers)
         second = await get(s, edge_url + path, **headers)
-    assert first.status == second.status == 200
+    assert first.status == second.status == status
     ages = [int(got.headers.get("Age", "-1")) for got in (first, second)]  # -1: no Age (passed through)
     return ages[0], ages[1], first.x_cache, second.x_cache
 
 
-async def reuses(origin: OriginClient, edge_url: str, hooks: dict[str, str]) -> bool:
+async def reuses(origin: OriginClient, edge_url: str, hooks: dict[str, str], status: int = 200) -> bool:
     """Whether the edge answered the second of two GETs from its cache (and the origin saw one request)."""
     path = blob("reuse-" + hashlib.sha256(repr(sorted(hooks.items())).encode()).hexdigest()[:16])
-    *_, second = await twice(edge_url, path, **hooks)
+    *_, second = await twice(edge_url, path, status, **hooks)
     assert origin.hits(path) == (1 if second == "HIT" else 2)
     return second == "HIT"
 
@@ -260,4 +260,53 @@ async def test_range_syntax(
     for g in got:
         assert (g.status, g.headers.get("Content-Range"), len(g.body)) == (status, content_range, length)
     assert got[1].x_cache == "HIT"
+    assert origin.hits(path) == 1
+
+
+# -- group 8: what the optional tests also expect ---------------------------------------------------------
+
+LONG_AGO = "Thu, 01 Jan 2015 00:00:00 GMT"
+
+
+@pytest.mark.parametrize(
+    ("status", "reused"),
+    [
+        *[
+            pytest.param(s, True, id=f"rfc9110-15.1-heuristic-{s}")
+            for s in (200, 203, 404, 405, 410, 414, 501)
+        ],
+        *[pytest.param(s, False, id=f"rfc9110-15.1-no-heuristic-{s}") for s in (302, 307, 400, 403, 500)],
+    ],
+)
+async def test_heuristic_freshness_only_for_heuristically_cacheable_statuses(
+    origin: OriginClient, edge_url: str, status: int, reused: bool
+) -> None:
+    hooks = {"X-Test-Status": str(status), "X-Set-Last-Modified": LONG_AGO}
+    assert await reuses(origin, edge_url, hooks, status=status) is reused
+
+
+@pytest.mark.parametrize(
+    ("status", "reused"),
+    [
+        pytest.param(200, True, id="rfc9111-5.2.2.3-must-understand-200-overrides-no-store"),
+        pytest.param(299, False, id="rfc9111-5.2.2.3-must-understand-unknown-status-not-stored"),
+    ],
+)
+async def test_must_understand(origin: OriginClient, edge_url: str, status: int, reused: bool) -> None:
+    hooks = {"X-Test-Status": str(status), "X-Set-Cache-Control": "must-understand, no-store, max-age=3600"}
+    assert await reuses(origin, edge_url, hooks, status=status) is reused
+
+
+async def test_if_modified_since_without_last_modified_is_304_from_cache(
+    origin: OriginClient, edge_url: str
+) -> None:
+    path = blob("ims-no-last-modified")
+    hooks = {"X-Set-Cache-Control": "max-age=3600", "X-Remove-Last-Modified": "1", "X-Remove-ETag": "1"}
+    async with session() as s:
+        first = await get(s, edge_url + path, **hooks)
+        assert "Last-Modified" not in first.headers
+        again = await get(s, edge_url + path, **{"If-Modified-Since": first.headers["Date"], **hooks})
+        older = await get(s, edge_url + path, **{"If-Modified-Since": LONG_AGO, **hooks})
+    assert (again.status, again.x_cache) == (304, "HIT")
+    assert (older.status, older.x_cache, len(older.body)) == (200, "HIT", 1000)
     assert origin.hits(path) == 1

@@ -41,6 +41,21 @@ NOT_STORED = [
         ex(200, ("CDN-Cache-Control", "no-store"), cc("max-age=60")),
         NotStorable.NO_STORE,
     ),
+    (
+        "rfc9111-5.2.2.3-must-understand-unknown-status",
+        ex(299, cc("must-understand, no-store, max-age=60")),
+        NotStorable.STATUS,
+    ),
+    (
+        "rfc9111-5.2.2.3-must-understand-206-not-implemented",
+        ex(206, cc("must-understand, max-age=60"), ("Content-Range", "bytes 0-1/10")),
+        NotStorable.STATUS,
+    ),
+    (
+        "rfc9111-5.2.2.5-no-store-without-must-understand",
+        ex(200, cc("no-store, max-age=60")),
+        NotStorable.NO_STORE,
+    ),
     ("rfc9111-5.2.2.7-private", ex(200, cc("private, max-age=60")), NotStorable.PRIVATE),
     ("rfc9111-5.2.2.7-private-case-insensitive", ex(200, cc("Private, max-age=60")), NotStorable.PRIVATE),
     (
@@ -373,3 +388,12 @@ def test_304_never_merges_set_cookie_into_a_pass_entry() -> None:
         cfg=CFG,
     )
     assert get_one(merged.headers, "set-cookie") is None
+
+
+@pytest.mark.parametrize(
+    "status", [200, 404, 301], ids=lambda s: f"rfc9111-5.2.2.3-must-understand-{s}-stored"
+)
+def test_must_understand_overrides_no_store_for_an_understood_status(status: int) -> None:
+    stored = admit(ex(status, cc("must-understand, no-store, max-age=60")), cfg=CFG)
+    assert isinstance(stored, StoredResponse), stored
+    assert stored.lifetime == 60.0

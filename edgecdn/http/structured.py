@@ -155,13 +155,18 @@ class _Parser:
         raise _Fail
 
     def number(self) -> int | Decimal:
+        """§4.2.4; a number longer than any valid one fails at once (never a quadratic or huge parse)."""
         start = self.i
         if self.peek() == "-":
             self.i += 1
         if not self.peek().isdigit():
             raise _Fail
-        while self.peek().isdigit() or (self.peek() == "." and "." not in self.s[start : self.i]):
+        dot = False
+        while self.peek().isdigit() or (self.peek() == "." and not dot):
+            dot = dot or self.peek() == "."
             self.i += 1
+            if self.i - start > 17:  # "-" + 12 digits + "." + 3 digits, or "-" + 15 digits
+                raise _Fail
         text = self.s[start : self.i]
         digits = text.lstrip("-")
         if "." not in digits:

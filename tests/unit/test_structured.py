@@ -86,3 +86,11 @@ INVALID = [
 @pytest.mark.parametrize("value", [v[1] for v in INVALID], ids=[f"rfc8941-4.2-fail-{v[0]}" for v in INVALID])
 def test_parse_dictionary_fails_whole(value: str) -> None:
     assert parse_dictionary([value]) is None
+
+
+def test_hostile_sizes_fail_fast() -> None:
+    """A header of 1 MB of digits, or of nested-looking noise, is refused in linear time."""
+    assert parse_dictionary(["a=" + "9" * 1_000_000]) is None
+    assert parse_dictionary(["a=1." + "9" * 1_000_000]) is None
+    assert parse_dictionary(["a=(" + "1 " * 200_000 + ")"]) is not None
+    assert parse_dictionary(['a="' + "x" * 1_000_000]) is None

@@ -94,16 +94,20 @@ def _secs(lo: float = 0.0) -> dict[str, Any]:
     return {"parse": parse_duration, "min": lo}
 
 
+SET_COOKIE_MODES = ("pass", "strip", "store")
+
+
 @dataclass(frozen=True)
 class TtlRule:
     """Operator TTL rule: `default` applies when the origin gave no explicit freshness, `override` always."""
 
     prefix: str | None = None
     regex: str | None = None
-    ttl: float = field(default=0.0, metadata=_secs())
+    ttl: float | None = field(default=None, metadata=_secs())  # None: this rule sets no TTL
     mode: str = field(default="default", metadata={"choices": ("default", "override")})
     stale_while_revalidate: float | None = field(default=None, metadata=_secs())
     stale_if_error: float | None = field(default=None, metadata=_secs())
+    set_cookie: str | None = field(default=None, metadata={"choices": SET_COOKIE_MODES})  # None: cache's
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,9 @@ class CacheConfig:
     # "" is the built-in `name.<hash>.ext`, "off" turns verification and immutability off.
     versioned_pattern: str = ""
     rules: tuple[TtlRule, ...] = ()
+    # Responses with Set-Cookie: "pass" (never stored), "strip" (stored and served without Set-Cookie),
+    # "store" (stored and served with it, as RFC 9111 §3 allows a shared cache). Rules may override it.
+    set_cookie: str = field(default="pass", metadata={"choices": SET_COOKIE_MODES})
 
 
 @dataclass(frozen=True)
@@ -272,6 +279,8 @@ def validate(config: Config) -> None:
     for i, rule in enumerate(config.cache.rules):
         if (rule.prefix is None) == (rule.regex is None):
             raise ConfigError(f"cache.rules[{i}]: set exactly one of prefix or regex")
+        if rule.mode == "override" and rule.ttl is None:
+            raise ConfigError(f'cache.rules[{i}]: mode = "override" needs a ttl')
         if rule.regex is not None:
             try:
                 re.compile(rule.regex)

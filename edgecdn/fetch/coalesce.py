@@ -295,9 +295,10 @@ class Coalescer:
             verdict = immutable.pin(verdict)
         if isinstance(verdict, NotStorable):
             self.metrics.fills.labels("uncacheable").inc()
-            self._hit_for_miss[req.primary] = response_time + self.cfg.cache.hit_for_miss
-            while len(self._hit_for_miss) > HIT_FOR_MISS_MAX:
-                self._hit_for_miss.popitem(last=False)
+            if not has_auth:  # an answer to Authorization says nothing of other requests' answers
+                self._hit_for_miss[req.primary] = response_time + self.cfg.cache.hit_for_miss
+                while len(self._hit_for_miss) > HIT_FOR_MISS_MAX:
+                    self._hit_for_miss.popitem(last=False)
             flight._offer(resp)
             self._settle(flight, Uncacheable(verdict, resp.status))
             return

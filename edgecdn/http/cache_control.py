@@ -2,12 +2,16 @@
 
 Rules of this file: parsing never raises; a malformed directive is dropped, and a malformed delta-seconds
 value counts as absent except where RFC 9111 §4.2.1 says to treat it as stale (max-age, s-maxage → 0).
+A targeted field is a Structured Field Dictionary: it is used whole or, when it does not parse, not at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
+
+from edgecdn.http.structured import BareItem, Item, Token, parse_dictionary
 
 # RFC 9111 §1.2.2: delta-seconds larger than this are treated as this.
 MAX_DELTA = 2**31
@@ -18,6 +22,7 @@ class CacheControl:
     """Parsed directives: lower-case name → argument (None when the directive has none)."""
 
     directives: dict[str, str | None] = field(default_factory=dict)
+    targeted: bool = False  # from a targeted field (CDN-Cache-Control, RFC 9213), not Cache-Control
 
     def __contains__(self, name: str) -> bool:
         return name in self.directives
@@ -45,6 +50,19 @@ def parse_delta(value: str | None) -> int:
     if value is None or not (value.isascii() and value.isdigit()):
         return 0
     return min(int(value), MAX_DELTA) if len(value) <= 10 else MAX_DELTA
+
+
+def parse_age(values: Iterable[str]) -> int | None:
+    """The Age field (RFC 9111 §5.1): the first list member, as delta-seconds; None when absent or invalid.
+
+    A list-based value (one or more field lines) uses its first member and discards the rest; a member that
+    is not a non-negative integer (a sign, a fraction, a prefix or suffix) makes the field invalid, and an
+    invalid Age is ignored. Values beyond 2**31 saturate (§1.2.2), which makes any response stale.
+    """
+    members = [m.strip(" \t") for v in values for m in v.split(",") if m.strip(" \t")]
+    if not members or not (members[0].isascii() and members[0].isdigit()):
+        return None
+    return parse_delta(members[0])
 
 
 def parse_cache_control(values: Iterable[str]) -> CacheControl:
@@ -87,3 +105,38 @@ def _split_directives(value: str) -> Iterable[tuple[str, str | None]]:
                 arg = value[start:i].strip()
         if name and all(c.isalnum() or c in "-_!#$%&'*+.^`|~" for c in name):
             yield name, arg
+
+
+# RFC 9213 §2.1: directives whose Cache-Control argument is delta-seconds take an Integer here.
+_TARGETED_DELTAS = frozenset({"max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"})
+
+
+def parse_targeted(values: Iterable[str]) -> CacheControl | None:
+    """A targeted field such as CDN-Cache-Control (RFC 9213 §2): an RFC 8941 Dictionary of directives.
+
+    None means "ignore the field" (§2.1): absent, empty, not a Dictionary, or a delta-seconds directive
+    whose value is not a non-negative Integer (a String, Token, Decimal or negative number). Parameters
+    are ignored; a String argument (`private="x"`) keeps its text, like a quoted Cache-Control argument.
+    """
+    parsed = parse_dictionary(values)
+    if not parsed:
+        return None
+    out: dict[str, str | None] = {}
+    for name, member in parsed.items():
+        value = member.value if isinstance(member, Item) else None
+        if name in _TARGETED_DELTAS:
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+                return None
+            out[name] = str(min(value, MAX_DELTA))
+        elif value is not False:  # `name=?0` sets nothing
+            out[name] = _argument(value)
+    return CacheControl(out, targeted=True)
+
+
+def _argument(value: BareItem | None) -> str | None:
+    """A targeted directive's argument in Cache-Control's terms (None: the directive has none)."""
+    if isinstance(value, Token):
+        return value.value
+    if isinstance(value, str | int | Decimal) and not isinstance(value, bool):
+        return str(value)
+    return None

@@ -90,8 +90,19 @@ class Conditions:
         return bool(self.if_match or self.if_none_match or self.if_modified_since or self.if_unmodified_since)
 
 
-def evaluate(cond: Conditions, *, method: str, etag: str | None, last_modified: str | None) -> Precondition:
-    """RFC 9110 §13.2.2: the order in which a server evaluates preconditions for GET/HEAD."""
+def evaluate(
+    cond: Conditions,
+    *,
+    method: str,
+    etag: str | None,
+    last_modified: str | None,
+    date: float | None = None,
+) -> Precondition:
+    """RFC 9110 §13.2.2: the order in which a server evaluates preconditions for GET/HEAD.
+
+    `date`: a cache's stored response's Date (or receipt time), which If-Modified-Since is compared with
+    when the response has no Last-Modified (RFC 9111 §4.3.2).
+    """
     current = parse_etag(etag)
     lm = parse_http_date(last_modified)
     if cond.if_match:
@@ -111,7 +122,8 @@ def evaluate(cond: Conditions, *, method: str, etag: str | None, last_modified: 
             return Precondition.NOT_MODIFIED if method in ("GET", "HEAD") else Precondition.FAILED
     elif cond.if_modified_since and method in ("GET", "HEAD"):
         since = parse_http_date(cond.if_modified_since)
-        if since is not None and lm is not None and lm <= since:
+        modified = lm if lm is not None else date
+        if since is not None and modified is not None and modified <= since:
             return Precondition.NOT_MODIFIED
     return Precondition.PROCEED
 

@@ -12,6 +12,7 @@ HOP_BY_HOP = frozenset(
         "proxy-connection",
         "proxy-authenticate",
         "proxy-authorization",
+        "proxy-authentication-info",
         "te",
         "trailer",
         "transfer-encoding",
@@ -19,8 +20,9 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-# Computed by the edge for each response it sends, so never stored with the object.
-PER_RESPONSE = frozenset({"age", "x-cache", "cache-status", "content-range", "content-length"})
+# Computed by the edge for each response it sends, so never stored with the object. (Content-Range is the
+# origin's on anything but a 206 the edge makes, so it is stored and returned: RFC 9111 §3.1.)
+PER_RESPONSE = frozenset({"age", "x-cache", "cache-status", "content-length"})
 
 # Targeted at this cache (RFC 9213) and not forwarded to clients.
 EDGE_TARGETED = frozenset({"cdn-cache-control", "edgecdn-cache-control"})

@@ -6,10 +6,13 @@ overlapping or adjacent ranges are coalesced, and a request with too many ranges
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 MAX_RANGES = 16  # more ranges than this → answer 200 with the whole object
 PART_OVERHEAD = 160  # upper bound of a multipart part's delimiter and headers, in bytes
+_RANGES = re.compile(r"(?P<unit>[!#$%&'*+\-.^_`|~0-9A-Za-z]+)=(?P<set>.*)", re.ASCII | re.DOTALL)
+_SPEC = re.compile(r"(?P<first>[0-9]*)-(?P<last>[0-9]*)", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,20 +48,11 @@ RangeAnswer = FullBody | Partial | Unsatisfiable
 
 def plan_ranges(header: str | None, size: int) -> RangeAnswer:
     """What to send for a `Range` header against an object of `size` bytes (RFC 9110 §14.2)."""
-    if header is None:
-        return FullBody()
-    unit, sep, spec = header.partition("=")
-    if not sep or unit.strip().lower() != "bytes":
-        return FullBody()
-    parts = [p.strip() for p in spec.split(",")]
-    if not parts or len(parts) > MAX_RANGES or any(not p for p in parts):
+    specs = _range_specs(header)
+    if specs is None or len(specs) > MAX_RANGES:
         return FullBody()
     ranges: list[ByteRange] = []
-    for part in parts:
-        parsed = _parse_spec(part)
-        if parsed is None:
-            return FullBody()  # a syntactically invalid Range is ignored
-        first, last = parsed
+    for first, last in specs:
         if first is None:  # suffix range: the last N bytes
             if last == 0:
                 continue
@@ -72,31 +66,45 @@ def plan_ranges(header: str | None, size: int) -> RangeAnswer:
     overhead = PART_OVERHEAD * len(merged) if len(merged) > 1 else 0
     if sum(r.length for r in merged) + overhead > 2 * size:
         return FullBody()
-    if len(merged) == 1 and merged[0].start == 0 and merged[0].end == size - 1:
-        return FullBody()
     return Partial(tuple(merged))
 
 
+def _range_specs(header: str | None) -> list[tuple[int | None, int | None]] | None:
+    """`bytes=` and its range-set (RFC 9110 §14.1.1), exactly; None when the field is to be ignored.
+
+    No whitespace around `=` or inside a range-spec; OWS only around the commas of the list, whose empty
+    elements a recipient accepts (§5.6.1.2).
+    """
+    if header is None:
+        return None
+    m = _RANGES.fullmatch(header.strip(" \t"))
+    if m is None or m["unit"].lower() != "bytes" or m["set"][:1] in (" ", "\t"):
+        return None
+    specs = []
+    for element in m["set"].split(","):
+        element = element.strip(" \t")
+        if element:
+            spec = _parse_spec(element)
+            if spec is None:
+                return None  # a syntactically invalid Range is ignored
+            specs.append(spec)
+    return specs or None
+
+
 def _parse_spec(part: str) -> tuple[int | None, int | None] | None:
-    first, sep, last = part.partition("-")
-    if not sep:
+    m = _SPEC.fullmatch(part)
+    if m is None or not (m["first"] or m["last"]):
         return None
-    first, last = first.strip(), last.strip()
-    if first == "":
-        suffix = _position(last)
-        return None if suffix is None else (None, suffix)
-    a, b = _position(first), (_position(last) if last else None)
-    if a is None or (last and b is None):
-        return None
+    if not m["first"]:
+        return None, _position(m["last"])
+    a, b = _position(m["first"]), (_position(m["last"]) if m["last"] else None)
     if b is not None and b < a:
         return None
     return a, b
 
 
-def _position(digits: str) -> int | None:
+def _position(digits: str) -> int:
     """An ASCII decimal position; one beyond any object's size is clamped (int() refuses > 4300 digits)."""
-    if not (digits.isascii() and digits.isdigit()):
-        return None
     return int(digits) if len(digits) <= 18 else 10**18
 
 

@@ -1,7 +1,8 @@
 """Whether a response may be stored, and the StoredResponse it becomes (RFC 9111 §3, §3.1, §4.2).
 
-Rules of this file: when in doubt, do not store; a shared cache drops `private` and Set-Cookie responses,
-and only stores an Authorization-bearing exchange when the response explicitly allows it (§3.5).
+Rules of this file: when in doubt, do not store; a shared cache drops `private` responses, Set-Cookie ones
+unless the operator's `set_cookie` setting says "strip" or "store", and only stores an Authorization-bearing
+exchange when the response explicitly allows it (§3.5).
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ from edgecdn.policy.freshness import (
     effective_cache_control,
     freshness,
     initial_age,
+    matching_rule,
 )
 from edgecdn.policy.stored import StoredResponse
+
+# Status codes whose caching semantics this cache implements (RFC 9111 §5.2.2.3 must-understand).
+UNDERSTOOD_STATUSES = (HEURISTIC_STATUSES - {206}) | {302, 307}
 
 
 class NotStorable(enum.Enum):
@@ -53,14 +58,22 @@ def admit(ex: Exchange, *, cfg: CacheConfig) -> StoredResponse | NotStorable:
     if ex.request_no_store:
         return NotStorable.REQUEST_NO_STORE
     cc = effective_cache_control(ex.headers)
-    if "no-store" in cc:
+    # §5.2.2.3: must-understand stands in for no-store when this cache implements the status code's
+    # caching rules, and forbids storing a status code it does not.
+    understood = ex.status in UNDERSTOOD_STATUSES
+    if "must-understand" in cc and not understood:
+        return NotStorable.STATUS
+    if "no-store" in cc and not ("must-understand" in cc and understood):
         return NotStorable.NO_STORE
     if "private" in cc and not cc.field_names("private"):
         return NotStorable.PRIVATE
     auth_ok = "public" in cc or "s-maxage" in cc or "must-revalidate" in cc
     if ex.request_has_auth and not auth_ok:
         return NotStorable.AUTHORIZATION
-    if get_one(ex.headers, "set-cookie") is not None:
+    # Set-Cookie named by a qualified private / no-cache is withheld from storage anyway (to_stored).
+    withheld = cc.field_names("private") | cc.field_names("no-cache")
+    cookie = "set-cookie" not in withheld and get_one(ex.headers, "set-cookie") is not None
+    if cookie and set_cookie_mode(ex.path, cfg) == "pass":
         return NotStorable.SET_COOKIE
     explicit = any(d in cc for d in ("max-age", "s-maxage", "public")) or bool(get_one(ex.headers, "expires"))
     if ex.status in (206, 304) or ex.status < 200 or not (explicit or ex.status in HEURISTIC_STATUSES):
@@ -85,6 +98,8 @@ def to_stored(ex: Exchange, *, cfg: CacheConfig, size: int) -> StoredResponse:
     # RFC 9111 §5.2.2.7: a qualified `private` names fields a shared cache must not store; §5.2.2.4: those
     # of a qualified `no-cache` must not be reused without revalidation, so they are not stored either.
     drop = PER_RESPONSE | cc.field_names("private") | cc.field_names("no-cache")
+    if set_cookie_mode(ex.path, cfg) != "store":
+        drop |= {"set-cookie"}  # "strip", and a 304 merged into a "pass" entry (§4.3.4)
     headers = end_to_end(ex.headers, drop=drop)
     # Expires minus Date and Date minus Last-Modified are both on the origin's clock (§4.2.1), so its Date
     # is used as sent; the clock-skew bound protects the age only (§4.2.3).
@@ -114,6 +129,12 @@ def to_stored(ex: Exchange, *, cfg: CacheConfig, size: int) -> StoredResponse:
         vary=tuple(v.lower() for v in split_list(get_all(headers, "vary"))),
         tags=tags,
     )
+
+
+def set_cookie_mode(path: str, cfg: CacheConfig) -> str:
+    """What to do with a Set-Cookie response here: the first matching rule's setting, else the cache's."""
+    rule = matching_rule(path, cfg.rules)
+    return rule.set_cookie if rule is not None and rule.set_cookie is not None else cfg.set_cookie
 
 
 def split_tags(values: list[str]) -> tuple[str, ...]:

@@ -81,7 +81,13 @@ class Revalidate:
 
 @dataclass(frozen=True, slots=True)
 class Miss:
-    pass
+    """Fetch and try to store; `alone`: in a fill of its own, never joined with other requests' fills.
+
+    A request with Authorization may get an answer meant for it only: it is stored (and then shared) only
+    when the response allows it (RFC 9111 §3.5), and never handed to requests that merely coalesced.
+    """
+
+    alone: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +110,11 @@ def decide(req: RequestFacts, entry: StoredResponse | None, *, now: float) -> De
     if entry is None or (req.has_auth and not entry.auth_ok):
         if "only-if-cached" in req.cc:
             return OnlyIfCached()
-        if req.has_auth:
+        if entry is not None:  # stored for requests without Authorization: not this one's answer
             return Pass(PassReason.AUTHORIZATION)
         if req.no_store:
             return Pass(PassReason.REQUEST_NO_STORE)
-        return Miss()
+        return Miss(alone=req.has_auth)
     age = current_age(entry.initial_age, entry.response_time, now=now)
     if "no-cache" in req.cc and "only-if-cached" not in req.cc:
         return Revalidate(entry, RevalidateReason.REQUEST)

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from edgecdn.config import CacheConfig, TtlRule
-from edgecdn.http.cache_control import CacheControl, parse_cache_control
+from edgecdn.http.cache_control import CacheControl, parse_age, parse_cache_control, parse_targeted
 from edgecdn.http.dates import parse_http_date
 from edgecdn.http.fields import Headers, get_all, get_one
 
@@ -28,8 +28,8 @@ class Freshness:
 
 
 def effective_cache_control(headers: Headers) -> CacheControl:
-    """CDN-Cache-Control, when present with directives, replaces Cache-Control for us (RFC 9213 §2.1)."""
-    cdn = parse_cache_control(get_all(headers, "cdn-cache-control"))
+    """CDN-Cache-Control, when it parses and has directives, replaces Cache-Control for us (RFC 9213 §2.1)."""
+    cdn = parse_targeted(get_all(headers, "cdn-cache-control"))
     return cdn if cdn else parse_cache_control(get_all(headers, "cache-control"))
 
 
@@ -74,19 +74,19 @@ def _lifetime(
     date: float,
     cfg: CacheConfig,
 ) -> float:
-    if rule is not None and rule.mode == "override":
+    if rule is not None and rule.ttl is not None and rule.mode == "override":
         return rule.ttl
     for name in ("s-maxage", "max-age"):
         seconds = cc.seconds(name)
         if seconds is not None:
             return float(seconds)
     # RFC 9213 §2.2: when CDN-Cache-Control governs, Expires is ignored along with Cache-Control.
-    targeted = bool(parse_cache_control(get_all(headers, "cdn-cache-control")))
-    expires = None if targeted else get_one(headers, "expires")
-    if expires is not None:
-        when = parse_http_date(expires)
-        return max(0.0, when - date) if when is not None else 0.0  # invalid Expires = already expired
-    if rule is not None:
+    expires = [] if cc.targeted else get_all(headers, "expires")
+    if expires:
+        # RFC 9111 §5.3: an invalid date (several field lines included) means already expired.
+        when = parse_http_date(expires[0]) if len(expires) == 1 else None
+        return max(0.0, when - date) if when is not None else 0.0
+    if rule is not None and rule.ttl is not None:
         return rule.ttl
     last_modified = parse_http_date(get_one(headers, "last-modified"))
     if status in HEURISTIC_STATUSES and last_modified is not None and last_modified < date:
@@ -106,8 +106,7 @@ def initial_age(headers: Headers, *, request_time: float, response_time: float, 
     """corrected_initial_age (RFC 9111 §4.2.3)."""
     date = trusted_date(get_one(headers, "date"), response_time=response_time, max_skew=max_skew)
     apparent_age = max(0.0, response_time - date)
-    age_field = (get_one(headers, "age") or "").strip()
-    age_value = float(age_field) if age_field.isascii() and age_field.isdigit() else 0.0
+    age_value = parse_age(get_all(headers, "age")) or 0
     response_delay = max(0.0, response_time - request_time)
     return max(apparent_age, age_value + response_delay)
 

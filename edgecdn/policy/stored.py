@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgecdn.http.fields import Headers
+from edgecdn.http.dates import parse_http_date
+from edgecdn.http.fields import Headers, get_one
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,12 @@ class StoredResponse:
     vary: tuple[str, ...] = ()  # lower-case field names the variant was selected on
     tags: tuple[str, ...] = ()  # Surrogate-Key / Cache-Tag values, for purge by tag
     invalidated: bool = False  # soft-purged: stale from now on, whatever its lifetime
+
+    @property
+    def date(self) -> float:
+        """Its Date, or when it was received without one (RFC 9111 §4.3.2, If-Modified-Since)."""
+        date = parse_http_date(get_one(self.headers, "date"))
+        return self.response_time if date is None else date
 
     @property
     def has_validator(self) -> bool:

@@ -167,8 +167,8 @@ class Handler:
             case Revalidate():
                 assert found is not None
                 return await self.fetch(request, primary, found, fwd="stale")
-            case Miss():
-                if self.coalescer.is_hit_for_miss(primary, now=now):
+            case Miss(alone=alone):
+                if alone or self.coalescer.is_hit_for_miss(primary, now=now):
                     return await self.fetch(request, primary, None, fwd="uri-miss", shared=False)
                 return await self.fetch(request, primary, None, fwd="miss")
             case Pass(reason=reason):
@@ -247,7 +247,8 @@ class Handler:
                         detail=None if owner else "coalesced",
                     )
                 fields = respond.client_fields(entry.stored)
-                headers = respond.base_headers(fields, age=0, status=status, cache_status=field)
+                age = current_age(entry.stored.initial_age, entry.stored.response_time, now=now)
+                headers = respond.base_headers(fields, age=age, status=status, cache_status=field)
                 pre = respond.precondition(request, entry.stored)
                 if pre is not Precondition.PROCEED:
                     return respond.not_modified(headers, pre)

@@ -81,7 +81,9 @@ def precondition(request: web.BaseRequest, stored: StoredResponse) -> Preconditi
     cond = conditions(request)
     if not cond:
         return Precondition.PROCEED
-    return evaluate(cond, method=request.method, etag=stored.etag, last_modified=stored.last_modified)
+    return evaluate(
+        cond, method=request.method, etag=stored.etag, last_modified=stored.last_modified, date=stored.date
+    )
 
 
 def not_modified(headers: CIMultiDict[str], pre: Precondition) -> web.Response:

@@ -5,9 +5,11 @@ from typing import Any
 
 import pytest
 
-from edgecdn.config import CacheConfig
+from edgecdn.config import CacheConfig, TtlRule
 from edgecdn.http.dates import format_http_date
+from edgecdn.http.fields import get_one
 from edgecdn.policy.admit import Exchange, NotStorable, admit, split_tags
+from edgecdn.policy.revalidate import merge_304
 from edgecdn.policy.stored import StoredResponse
 
 NOW = 1_700_000_000.0
@@ -37,6 +39,21 @@ NOT_STORED = [
     (
         "rfc9213-cdn-cache-control-no-store",
         ex(200, ("CDN-Cache-Control", "no-store"), cc("max-age=60")),
+        NotStorable.NO_STORE,
+    ),
+    (
+        "rfc9111-5.2.2.3-must-understand-unknown-status",
+        ex(299, cc("must-understand, no-store, max-age=60")),
+        NotStorable.STATUS,
+    ),
+    (
+        "rfc9111-5.2.2.3-must-understand-206-not-implemented",
+        ex(206, cc("must-understand, max-age=60"), ("Content-Range", "bytes 0-1/10")),
+        NotStorable.STATUS,
+    ),
+    (
+        "rfc9111-5.2.2.5-no-store-without-must-understand",
+        ex(200, cc("no-store, max-age=60")),
         NotStorable.NO_STORE,
     ),
     ("rfc9111-5.2.2.7-private", ex(200, cc("private, max-age=60")), NotStorable.PRIVATE),
@@ -279,6 +296,21 @@ HEADERS = [
         ["date", "cache-control", "x-kept"],
     ),
     (
+        "rfc9111-3.1-content-range-on-200-kept",
+        ex(200, cc("max-age=60"), ("Content-Range", "bytes 0-9/10")),
+        ["date", "cache-control", "content-range"],
+    ),
+    (
+        "rfc9111-3.1-proxy-authentication-info-not-stored",
+        ex(200, cc("max-age=60"), ("Proxy-Authentication-Info", "x"), ("Proxy-Connection", "close")),
+        ["date", "cache-control"],
+    ),
+    (
+        "rfc9111-5.2.2.7-private-set-cookie-stored-without-it",
+        ex(200, cc('private="Set-Cookie", max-age=60'), ("Set-Cookie", "a=b")),
+        ["date", "cache-control"],
+    ),
+    (
         "rfc9111-3.1-end-to-end-fields-kept-in-order",
         ex(200, cc("max-age=60"), ("Link", "</a>"), ("Link", "</b>"), ("ETag", ETAG)),
         ["date", "cache-control", "link", "link", "etag"],
@@ -308,3 +340,60 @@ def test_qualified_private_stores_the_rest() -> None:
 )
 def test_split_tags(values: list[str], tags: tuple[str, ...]) -> None:
     assert split_tags(values) == tags
+
+
+STRIP = replace(CFG, set_cookie="strip")
+STORE = replace(CFG, set_cookie="store")
+COOKIE = ex(200, cc("max-age=60"), ("Set-Cookie", "a=b"), ("Set-Cookie", "c=d"))
+
+
+@pytest.mark.parametrize(
+    ("cfg", "cookies"),
+    [
+        pytest.param(STRIP, [], id="rfc9111-3-set-cookie-strip-stores-without-it"),
+        pytest.param(STORE, ["a=b", "c=d"], id="rfc9111-3-set-cookie-store-keeps-every-line"),
+        pytest.param(
+            replace(CFG, rules=(TtlRule(prefix="/a", set_cookie="store"),)),
+            ["a=b", "c=d"],
+            id="set-cookie-rule-overrides-cache-setting",
+        ),
+        pytest.param(
+            replace(STORE, rules=(TtlRule(prefix="/a", set_cookie="strip"),)),
+            [],
+            id="set-cookie-rule-strip-beats-store",
+        ),
+    ],
+)
+def test_set_cookie_modes(cfg: CacheConfig, cookies: list[str]) -> None:
+    stored = admit(COOKIE, cfg=cfg)
+    assert isinstance(stored, StoredResponse), stored
+    assert [v for n, v in stored.headers if n.lower() == "set-cookie"] == cookies
+    assert stored.lifetime == 60.0
+
+
+def test_set_cookie_pass_by_rule_beats_store() -> None:
+    cfg = replace(STORE, rules=(TtlRule(prefix="/a", set_cookie="pass"),))
+    assert admit(COOKIE, cfg=cfg) is NotStorable.SET_COOKIE
+
+
+def test_304_never_merges_set_cookie_into_a_pass_entry() -> None:
+    stored = admit(ex(200, cc("max-age=60"), ("ETag", ETAG)), cfg=CFG)
+    assert isinstance(stored, StoredResponse)
+    merged = merge_304(
+        stored,
+        (("Set-Cookie", "a=b"), ("ETag", ETAG)),
+        path="/a",
+        request_time=NOW,
+        response_time=NOW,
+        cfg=CFG,
+    )
+    assert get_one(merged.headers, "set-cookie") is None
+
+
+@pytest.mark.parametrize(
+    "status", [200, 404, 301], ids=lambda s: f"rfc9111-5.2.2.3-must-understand-{s}-stored"
+)
+def test_must_understand_overrides_no_store_for_an_understood_status(status: int) -> None:
+    stored = admit(ex(status, cc("must-understand, no-store, max-age=60")), cfg=CFG)
+    assert isinstance(stored, StoredResponse), stored
+    assert stored.lifetime == 60.0

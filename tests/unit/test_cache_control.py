@@ -2,7 +2,13 @@
 
 import pytest
 
-from edgecdn.http.cache_control import MAX_DELTA, CacheControl, parse_cache_control, parse_delta
+from edgecdn.http.cache_control import (
+    MAX_DELTA,
+    CacheControl,
+    parse_age,
+    parse_cache_control,
+    parse_delta,
+)
 
 PARSE = [
     ("rfc9111-5.2-token-and-argument", ["max-age=60, public"], {"max-age": "60", "public": None}),
@@ -98,3 +104,33 @@ def test_contains_uses_lower_case_names() -> None:
     assert "no-store" in cc
     assert "No-Store" not in cc
     assert CacheControl() == parse_cache_control([])
+
+
+AGE = [
+    ("rfc9111-5.1-age-delta-seconds", ["7200"], 7200),
+    ("rfc9111-5.1-age-zero", ["0"], 0),
+    ("rfc9111-5.1-age-absent", [], None),
+    ("rfc9111-5.1-age-empty-invalid", [""], None),
+    ("rfc9111-5.1-age-ows-trimmed", [" 60\t"], 60),
+    ("rfc9111-5.1-age-float-invalid", ["7200.0"], None),
+    ("rfc9111-5.1-age-negative-invalid", ["-7200"], None),
+    ("rfc9111-5.1-age-plus-invalid", ["+7200"], None),
+    ("rfc9111-5.1-age-prefix-invalid", ["a7200"], None),
+    ("rfc9111-5.1-age-suffix-invalid", ["7200a"], None),
+    ("rfc9111-5.1-age-inner-space-invalid", ["72 00"], None),
+    ("rfc9111-5.1-age-non-ascii-digit-invalid", ["\u0663"], None),
+    ("rfc9111-5.1-age-list-uses-first-member", ["7200, 0"], 7200),
+    ("rfc9111-5.1-age-list-first-zero", ["0, 7200"], 0),
+    ("rfc9111-5.1-age-lines-use-first", ["0", "7200"], 0),
+    ("rfc9111-5.1-age-lines-first-old", ["7200", "0"], 7200),
+    ("rfc9111-5.1-age-list-first-invalid", ["a, 7200"], None),
+    ("rfc9110-5.6.1-age-empty-members-skipped", [" , 30"], 30),
+    ("rfc9111-1.2.2-age-2-pow-31", [str(2**31)], 2**31),
+    ("rfc9111-1.2.2-age-saturates", [str(2**31 + 1)], 2**31),
+    ("rfc9111-1.2.2-age-huge-saturates", ["9" * 5000], 2**31),
+]
+
+
+@pytest.mark.parametrize(("values", "expected"), [a[1:] for a in AGE], ids=[a[0] for a in AGE])
+def test_parse_age(values: list[str], expected: int | None) -> None:
+    assert parse_age(values) == expected

@@ -243,3 +243,24 @@ def test_strong_and_weak_comparison() -> None:
 def test_empty_conditions_are_falsy() -> None:
     assert not Conditions()
     assert Conditions(if_modified_since=LM)
+
+
+SUNDAY = 784111777.0  # LM as a timestamp
+
+
+@pytest.mark.parametrize(
+    ("since", "last_modified", "expected"),
+    [
+        pytest.param(LM, None, NOT_MODIFIED, id="rfc9111-4.3.2-ims-against-date-equal"),
+        pytest.param(AFTER, None, NOT_MODIFIED, id="rfc9111-4.3.2-ims-after-date"),
+        pytest.param(BEFORE, None, PROCEED, id="rfc9111-4.3.2-ims-before-date"),
+        pytest.param(AFTER, AFTER, NOT_MODIFIED, id="rfc9111-4.3.2-last-modified-preferred"),
+        pytest.param(LM, AFTER, PROCEED, id="rfc9111-4.3.2-last-modified-preferred-modified"),
+    ],
+)
+def test_if_modified_since_without_last_modified_uses_date(
+    since: str, last_modified: str | None, expected: Precondition
+) -> None:
+    cond = Conditions(if_modified_since=since)
+    got = evaluate(cond, method="GET", etag=None, last_modified=last_modified, date=SUNDAY)
+    assert got is expected

@@ -130,8 +130,33 @@ def test_rules(write: Writer) -> None:
     )
 
 
+def test_set_cookie_setting_and_rule_override(write: Writer) -> None:
+    config = load_config(
+        write('[cache]\nset_cookie = "strip"\n[[cache.rules]]\nprefix = "/shop/"\nset_cookie = "store"\n')
+    )
+    assert config.cache.set_cookie == "strip"
+    assert config.cache.rules == (TtlRule(prefix="/shop/", set_cookie="store"),)
+    assert config.cache.rules[0].ttl is None  # a rule without ttl sets no TTL
+    assert load_config(write("")).cache.set_cookie == "pass"
+
+
 # (id, TOML, the start of the message: every error names its key)
 ERRORS = [
+    (
+        "set-cookie-choice",
+        '[cache]\nset_cookie = "keep"\n',
+        "cache.set_cookie: must be one of pass, strip, store",
+    ),
+    (
+        "rule-set-cookie-choice",
+        '[[cache.rules]]\nprefix = "/"\nset_cookie = "yes"\n',
+        "cache.rules[0].set_cookie: must be one of pass, strip, store",
+    ),
+    (
+        "override-without-ttl",
+        '[[cache.rules]]\nprefix = "/"\nmode = "override"\n',
+        'cache.rules[0]: mode = "override" needs a ttl',
+    ),
     ("bad-size", '[cache]\nmax_object_size = "lots"\n', "cache.max_object_size: expected a size"),
     ("bad-size-unit", '[cache]\nmax_object_size = "5 parsecs"\n', "cache.max_object_size: expected a size"),
     ("bool-is-not-a-size", "[cache]\nmax_object_size = true\n", "cache.max_object_size: expected a size"),

@@ -213,7 +213,14 @@ DECIDE: list[tuple[str, RequestFacts, StoredResponse | None, float, Decision]] =
         Revalidate(replace(SWR, no_cache=True), RevalidateReason.NO_CACHE),
     ),
     # Authorization (§3.5): reuse only an entry the response allowed for authenticated requests.
-    ("rfc9111-3.5-authorization-miss-passes", req(auth=True), None, 0, Pass(PassReason.AUTHORIZATION)),
+    ("rfc9111-3.5-authorization-miss-fills-alone", req(auth=True), None, 0, Miss(alone=True)),
+    (
+        "rfc9111-3.5-authorization-no-store-passes",
+        req("no-store", auth=True),
+        None,
+        0,
+        Pass(PassReason.REQUEST_NO_STORE),
+    ),
     (
         "rfc9111-3.5-authorization-entry-not-shared-passes",
         req(auth=True),

@@ -87,6 +87,76 @@ LIFETIME = [
         (),
         10.0,
     ),
+    *[
+        (
+            f"rfc9213-2.1-invalid-cdn-cache-control-ignored-{name}",
+            200,
+            h(("CDN-Cache-Control", value), ("Cache-Control", "max-age=10")),
+            (),
+            10.0,
+        )
+        for name, value in [
+            ("max-age-string", 'max-age="3600"'),
+            ("max-age-token", "max-age=a3600"),
+            ("max-age-decimal", "max-age=3600.0"),
+            ("max-age-negative", "max-age=-1"),
+            ("s-maxage-string", 's-maxage="3600"'),
+            ("not-a-dictionary", "max-age=3600,"),
+            ("upper-case-key", "Max-Age=3600"),
+            ("space-around-equals", "max-age = 3600"),
+            ("swr-token", "max-age=3600, stale-while-revalidate=x"),
+        ]
+    ],
+    (
+        "rfc9213-2.1-cdn-cache-control-params-ignored",
+        200,
+        h(("CDN-Cache-Control", "max-age=30;foo=bar"), ("Cache-Control", "max-age=10")),
+        (),
+        30.0,
+    ),
+    (
+        "rfc9213-2.1-cdn-cache-control-lines-combine",
+        200,
+        h(
+            ("CDN-Cache-Control", "public"),
+            ("CDN-Cache-Control", "max-age=30"),
+            ("Cache-Control", "max-age=10"),
+        ),
+        (),
+        30.0,
+    ),
+    (
+        "rfc9213-2.1-invalid-cdn-cache-control-uses-expires",
+        200,
+        h(("CDN-Cache-Control", 'max-age="5"'), ("Expires", at(100))),
+        (),
+        100.0,
+    ),
+    *[
+        (f"rfc9111-5.3-expires-{name}-is-stale", 200, h(("Expires", value)), (DEFAULT,), 0.0)
+        for name, value in [
+            ("utc-zone", "Thu, 01 Jan 2099 00:00:00 UTC"),
+            ("two-digit-year", "Thu, 01 Jan 99 00:00:00 GMT"),
+            ("missing-comma", "Thu 01 Jan 2099 00:00:00 GMT"),
+            ("dashes", "Thu, 01-Jan-2099 00:00:00 GMT"),
+            ("dots", "Thu, 01 Jan 2099 00.00.00 GMT"),
+            ("one-digit-hour", "Thu, 01 Jan 2099 0:00:00 GMT"),
+        ]
+    ],
+    (
+        "rfc9111-5.3-expires-several-lines-is-stale",
+        200,
+        h(("Expires", at(100)), ("Expires", at(100))),
+        (),
+        0.0,
+    ),
+    (
+        "rfc9110-5.6.7-expires-asctime",
+        200,
+        h(("Expires", "Fri Jan  1 00:00:00 2100")),
+        (),
+        4102444800.0 - NOW,
+    ),
     ("rfc9111-4.2.1-s-maxage-wins", 200, h(("Cache-Control", "max-age=10, s-maxage=20")), (), 20.0),
     ("rfc9111-4.2.1-max-age", 200, h(("Cache-Control", "max-age=10")), (), 10.0),
     (
@@ -308,6 +378,13 @@ AGE = [
     ("rfc9111-5.1-negative-age-ignored", h(("Age", "-5")), 0.0, 0.0),
     ("rfc9111-5.1-non-ascii-age-ignored", h(("Age", "\u00b2")), 0.0, 0.0),
     ("rfc9111-5.1-age-whitespace", h(("Age", " 7 ")), 0.0, 7.0),
+    ("rfc9111-5.1-age-float-invalid", h(("Age", "7200.0")), 0.0, 0.0),
+    ("rfc9111-5.1-age-plus-sign-invalid", h(("Age", "+7200")), 0.0, 0.0),
+    ("rfc9111-5.1-age-suffix-invalid", h(("Age", "7200a")), 0.0, 0.0),
+    ("rfc9111-5.1-age-prefix-invalid", h(("Age", "a7200")), 0.0, 0.0),
+    ("rfc9111-5.1-age-list-first-member", h(("Age", "7200, 0")), 0.0, 7200.0),
+    ("rfc9111-5.1-age-lines-first-member", h(("Age", "0"), ("Age", "7200")), 0.0, 0.0),
+    ("rfc9111-1.2.2-age-saturates", h(("Age", "9" * 5000)), 0.0, float(2**31)),
 ]
 
 

@@ -49,7 +49,7 @@ class EdgeResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == 200
+        return self.status is not None and 200 <= self.status < 300
 
     @property
     def error(self) -> str:
@@ -67,9 +67,11 @@ def signed_headers(key: AdminKey, method: str, path: str, body: bytes) -> dict[s
 async def send(
     session: aiohttp.ClientSession, key: AdminKey, edge: str, method: str, path: str, payload: object
 ) -> EdgeResult:
-    """One signed JSON request to one edge; connection problems become an EdgeResult too."""
-    body = json.dumps(payload).encode()
-    headers = {"Content-Type": "application/json", **signed_headers(key, method, path, body)}
+    """One signed JSON request to one edge (None: no body); connection problems become an EdgeResult."""
+    body = b"" if payload is None else json.dumps(payload).encode()
+    headers = signed_headers(key, method, path, body)
+    if payload is not None:
+        headers["Content-Type"] = "application/json"
     started = clock.monotonic()
     try:
         async with session.request(method, edge + path, data=body, headers=headers) as r:

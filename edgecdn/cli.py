@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from edgecdn import config as config_mod
 from edgecdn.config import Config, load_config, validate
-from edgecdn.control import keygen, purge, signing, signurl, versioning
+from edgecdn.control import keygen, purge, signing, signurl, versioning, warmup
 from edgecdn.errors import ConfigError, EdgeError, UsageError
 
 
@@ -136,6 +136,8 @@ COMMANDS: Sequence[Command] = (
     ("keygen", "print a new admin key KID:SECRET", keygen.add_arguments, keygen.run),
     ("sign-url", "print a signed client URL (access.paths signed rules)", signurl.add_arguments, signurl.run),
     ("purge", "purge URLs, prefixes or tags on many edges at once", purge.add_arguments, purge.run),
+    # Warm-up and jitter (issue 9).
+    ("prefetch", "warm edges from a manifest, in staggered waves", warmup.add_arguments, warmup.run),
 )
 
 

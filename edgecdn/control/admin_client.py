@@ -88,10 +88,14 @@ async def send(
         return EdgeResult(edge, None, f"{type(e).__name__}: {e}"[:120], clock.monotonic() - started)
 
 
+def session() -> aiohttp.ClientSession:
+    """A client session for admin calls: bounded per request, no proxies from the environment."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S), trust_env=False)
+
+
 async def fan_out(
     key: AdminKey, edges: list[str], method: str, path: str, payload: object
 ) -> list[EdgeResult]:
     """The same request to every edge at once; results in the order of `edges`."""
-    timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
-    async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
-        return list(await asyncio.gather(*(send(session, key, e, method, path, payload) for e in edges)))
+    async with session() as s:
+        return list(await asyncio.gather(*(send(s, key, e, method, path, payload) for e in edges)))

@@ -136,7 +136,7 @@ class Prefetcher:
                     if resp is not None:
                         resp.abort()
                     result.state, result.status = UrlState.FAILED, status
-                    result.error = f"not storable: {reason.value}"
+                    result.error = f"not storable: {reason.value} (origin answered {status})"
                 case Failed(error=err):
                     result.state, result.error = UrlState.FAILED, f"{err} ({err.detail})"
         except OriginError as e:  # the body broke off mid-way: the fill raises its error to readers

@@ -17,6 +17,7 @@ from edgecdn.config import PrefetchConfig
 from edgecdn.control.purge import BadPurge, url_key
 
 PREFETCH_PATH = "/_edge/prefetch"
+MAX_TASKS = 10_000  # tasks remembered at most; the oldest finished ones are forgotten first
 MAX_HEADERS = 32
 MAX_HEADER_CHARS = 4096
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}")
@@ -168,12 +169,12 @@ class Registry:
 
     def submit(self, task_id: str, items: tuple[PrefetchItem, ...], *, now: float) -> Task:
         """Queue a new task's URLs; QueueFull when they do not fit (nothing is queued then)."""
-        self.expire(now=now)
         if len(self.waiting) + len(items) > self.cfg.queue:
             raise QueueFull(len(self.waiting), self.cfg.queue, len(items))
         task = Task(task_id, now, [UrlResult(item) for item in items])
         self.tasks[task_id] = task
         self.waiting.extend((task, r) for r in task.results)
+        self.expire(now=now)
         return task
 
     def next(self) -> tuple[Task, UrlResult] | None:
@@ -196,7 +197,9 @@ class Registry:
         return self.tasks.get(task_id)
 
     def expire(self, *, now: float) -> None:
-        """Forget finished tasks older than keep_results."""
+        """Forget finished tasks older than keep_results, and the oldest finished beyond MAX_TASKS."""
+        excess = len(self.tasks) - MAX_TASKS
         for task_id, task in list(self.tasks.items()):
-            if task.ended is not None and now - task.ended > self.cfg.keep_results:
+            if task.ended is not None and (excess > 0 or now - task.ended > self.cfg.keep_results):
                 del self.tasks[task_id]
+                excess -= 1

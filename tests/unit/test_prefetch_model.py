@@ -90,3 +90,16 @@ def test_finish_refuses_a_state_that_is_not_final() -> None:
     assert job is not None
     with pytest.raises(ValueError, match="not a final state"):
         reg.finish(*job, now=1.0)
+
+
+def test_at_most_max_tasks_are_remembered_oldest_finished_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("edgecdn.control.prefetch.MAX_TASKS", 2)
+    reg = Registry(PrefetchConfig(keep_results=3600.0))
+    for n in range(3):
+        reg.submit(f"t{n}", (PrefetchItem("/a"),), now=float(n))
+        job = reg.next()
+        assert job is not None
+        job[1].state = UrlState.WARMED
+        reg.finish(*job, now=float(n))
+    reg.submit("t3", (PrefetchItem("/a"),), now=3.0)  # still queued: never dropped
+    assert list(reg.tasks) == ["t2", "t3"]

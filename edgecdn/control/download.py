@@ -151,6 +151,10 @@ class Body:
         async with s.get(url, headers=ask, allow_redirects=False) as r:
             if r.status not in (200, 206) or (r.status == 206 and "Range" not in ask):
                 raise DownloadFailed(f"{url}: HTTP {r.status}")
+            if r.status == 206 and not r.headers.get("Content-Range", "").startswith(f"bytes {self.have}-"):
+                raise DownloadFailed(
+                    f"{url}: resumed at {self.have}, got Content-Range {r.headers.get('Content-Range')!r}"
+                )
             if r.status == 200 and self.have:  # changed since, or no Range support: from the start
                 self.have, self.hasher = 0, xxhash.xxh3_64()
                 self.f.seek(0)

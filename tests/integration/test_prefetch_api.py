@@ -76,11 +76,12 @@ async def test_a_client_joins_the_fill_a_prefetch_started(stack: tuple[OriginCli
         task = await submit(s, admin, {"urls": [{"url": url, "headers": {"X-Test-Gate": "pf-shared"}}]})
         await origin.await_gate("pf-shared")
         client = asyncio.create_task(get(s, edge.url + url))
-        await asyncio.sleep(0)  # the test's own request is on its way; the counter below proves it joined
         for _ in range(POLL_LIMIT):
             if await metric(s, admin, "edgecdn_coalesced_waiters_total") >= 1:
                 break
             await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the client never joined the prefetch's fill")
         await asyncio.to_thread(origin.release, "pf-shared")
         got = await client
         done = await finished(s, admin, task)

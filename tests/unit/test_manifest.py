@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from edgecdn.control import warmup
 from edgecdn.control.manifest import parse_line, read_manifest
 from edgecdn.control.prefetch import PrefetchItem
 from edgecdn.control.warmup import waves_of
@@ -86,3 +87,22 @@ def test_waves_split_the_fleet_in_order(n_edges: int, waves: int, sizes: list[in
     split = waves_of(edges, waves)
     assert [len(w) for w in split] == sizes
     assert [e for w in split for e in w] == edges
+
+
+async def test_origin_rate_spaces_batches_over_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--origin-rate: 10 URLs/s means a second batch of 5 waits 0.5 s after the first."""
+    now = [100.0]
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(warmup.clock, "monotonic", lambda: now[0])
+    monkeypatch.setattr(warmup.asyncio, "sleep", fake_sleep)
+    limit = warmup.RateLimit(10.0)
+    for _ in range(3):
+        await limit.take(5)
+    assert slept == [0.5, 0.5]
+    await warmup.RateLimit(0).take(1000)  # no cap
+    assert slept == [0.5, 0.5]

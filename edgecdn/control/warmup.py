@@ -124,14 +124,14 @@ async def warm_edge(
 def _count(tally: Tally, urls: list[dict[str, Any]], progress: Progress) -> None:
     size = 0
     for u in urls:
-        state, nbytes = u.get("state"), int(u.get("bytes", 0))
+        state = u.get("state")
         if state == "warmed":
             tally.warmed += 1
+            size += int(u.get("bytes", 0))  # bytes moved; a fresh object's size is not counted
         elif state == "fresh":
             tally.fresh += 1
         else:
             tally.fail(str(u.get("url")), str(u.get("error", state)))
-        size += nbytes
     tally.bytes += size
     progress(len(urls), size)
 

@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-stamp
 LISTEN  ?= 127.0.0.1:8080
 ORIGIN  ?= 127.0.0.1:9000
 
-.PHONY: setup run test unit lint bench clean
+.PHONY: setup run test unit lint bench loadtest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,16 @@ lint: setup
 ## bench: edgecdn vs nginx proxy_cache on this machine, printed as ratios
 bench: setup
 	$(PY) loadtests/bench.py
+
+## loadtest: the release-day locust scenario, jitter on vs off (LOADTEST_S seconds, default 60)
+LOADTEST_S ?= 60
+LOAD_STAMP := $(VENV)/.load-stamp
+$(LOAD_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,load]'
+	touch $(LOAD_STAMP)
+
+loadtest: $(LOAD_STAMP)
+	$(PY) loadtests/release_day.py --duration $(LOADTEST_S)
 
 clean:
 	rm -rf $(VENV) .edgecdn-cache .mypy_cache .ruff_cache build *.egg-info

@@ -108,6 +108,9 @@ class TtlRule:
     stale_while_revalidate: float | None = field(default=None, metadata=_secs())
     stale_if_error: float | None = field(default=None, metadata=_secs())
     set_cookie: str | None = field(default=None, metadata={"choices": SET_COOKIE_MODES})  # None: cache's
+    # Spread of the stored lifetime, e.g. 0.1: ±10 %, fixed per path, so objects warmed together
+    # do not all expire in the same second (policy/ttl_jitter.py).
+    ttl_jitter: float = field(default=0.0, metadata={"min": 0.0, "max": 0.5})
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,39 @@ class SyncConfig:
 
 
 @dataclass(frozen=True)
+class PrefetchConfig:
+    """The prefetch task API (POST /_edge/prefetch): bounded work toward the origins."""
+
+    concurrency: int = field(default=8, metadata={"min": 1, "max": 1024})  # fills at once, all tasks
+    queue: int = field(default=10_000, metadata={"min": 1, "max": 1_000_000})  # URLs waiting, all tasks
+    max_urls: int = field(default=10_000, metadata={"min": 1, "max": 100_000})  # per request
+    keep_results: float = field(default=3600.0, metadata=_secs(1.0))  # a finished task stays queryable
+
+
+@dataclass(frozen=True)
+class JitterRule:
+    """Clients asking GET /_edge/jitter for a path under `prefix` wait up to `window`."""
+
+    prefix: str = "/"
+    window: float = field(default=0.0, metadata=_secs())
+
+
+@dataclass(frozen=True)
+class JitterConfig:
+    window: float = field(default=0.0, metadata=_secs())  # paths no rule matches
+    rules: tuple[JitterRule, ...] = field(default=(), metadata={"row": JitterRule})
+
+
+@dataclass(frozen=True)
+class ShedConfig:
+    """Overload shedding: more fills than `max_fills` at once: new misses get 503 + Retry-After."""
+
+    max_fills: int = field(default=0, metadata={"min": 0})  # 0: never shed
+    retry_after_min: float = field(default=1.0, metadata=_secs(1.0))
+    retry_after_max: float = field(default=10.0, metadata=_secs(1.0))
+
+
+@dataclass(frozen=True)
 class Config:
     origins: tuple[OriginServer, ...] = ()
     server: ServerConfig = ServerConfig()
@@ -247,6 +283,9 @@ class Config:
     admin: AdminConfig = AdminConfig()
     sync: SyncConfig = SyncConfig()
     access: AccessConfig = AccessConfig()
+    prefetch: PrefetchConfig = PrefetchConfig()
+    jitter: JitterConfig = JitterConfig()
+    shed: ShedConfig = ShedConfig()
 
 
 _FIELD_PARSERS: Mapping[str, Callable[[object, str], object]] = {
@@ -308,6 +347,11 @@ def validate(config: Config) -> None:
     urls = [o.url for o in config.origins]
     if len(set(urls)) != len(urls):
         raise ConfigError("origins: an origin is listed twice")
+    for i, jr in enumerate(config.jitter.rules):
+        if not jr.prefix.startswith("/"):
+            raise ConfigError(f"jitter.rules[{i}].prefix: must start with /")
+    if config.shed.retry_after_min > config.shed.retry_after_max:
+        raise ConfigError("shed.retry_after_min: must not exceed shed.retry_after_max")
     kids = [k.partition(":")[0] for k in config.admin.keys]
     if len(set(kids)) != len(kids):
         raise ConfigError("admin.keys: a key id is given twice")
@@ -337,7 +381,7 @@ def _convert(f: dataclasses.Field[Any], raw: object, path: str) -> object:
     if f.name in ("rules", "paths"):
         if not isinstance(raw, list):
             raise ConfigError(f"{path}: expected an array of tables ([[{path}]])")
-        row = TtlRule if f.name == "rules" else AccessRule
+        row = meta.get("row") or (TtlRule if f.name == "rules" else AccessRule)
         return tuple(build(row, r, f"{path}[{i}].") for i, r in enumerate(raw))
     if f.name in _FIELD_PARSERS:
         items = raw if isinstance(raw, list) else [raw]

@@ -77,6 +77,16 @@ class Metrics:
             "Fills of versioned URLs whose body did not hash to the name (not stored)",
             registry=r,
         )
+        # Warm-up and overload shedding (serve/prefetch.py, serve/shed.py).
+        self.prefetches = Counter(
+            "edgecdn_prefetch_urls",
+            "Prefetched URLs by outcome (warmed, fresh, failed)",
+            ["result"],
+            registry=r,
+        )
+        self.shed = Counter(
+            "edgecdn_shed_requests", "Misses answered 503 because too many fills were running", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

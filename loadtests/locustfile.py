@@ -1,7 +1,8 @@
-"""A locust scenario for an edge: mostly hits on a hot set, some misses, jittered think time.
+"""Locust scenarios for an edge: EdgeClient (hot-set hits, some misses) and ReleaseDayClient (below).
 
     pip install -e '.[load]'
-    locust -f loadtests/locustfile.py --host http://127.0.0.1:8080 --headless -u 50 -r 10 -t 1m
+    locust -f loadtests/locustfile.py EdgeClient --host http://127.0.0.1:8080 --headless -u 50 -r 10 -t 1m
+    make loadtest     # ReleaseDayClient against a local origin and 2 edges (loadtests/release_day.py)
 
 Paths come from EDGECDN_HOT_PATHS (comma separated, default: the objects bench.py writes). A miss
 adds a unique query string, which is part of the cache key, so the edge must go to the origin.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 import uuid
 
 from locust import HttpUser, task
@@ -50,5 +52,55 @@ class EdgeClient(HttpUser):
                 resp.failure(f"status {resp.status_code}")
             elif resp.headers.get("X-Cache") is None:
                 resp.failure("no X-Cache header")
+            else:
+                resp.success()
+
+
+# -- release day -----------------------------------------------------------------------------------
+# Run by loadtests/release_day.py (`make loadtest`): EDGECDN_EDGES (comma separated edge URLs),
+# EDGECDN_ASSETS (a prefetch manifest.txt of the release), EDGECDN_JITTER (1: ask /_edge/jitter first).
+
+RELEASE_EDGES = [e for e in os.environ.get("EDGECDN_EDGES", "").split(",") if e]
+RELEASE_ASSETS_FILE = os.environ.get("EDGECDN_ASSETS", "")
+RELEASE_JITTER = os.environ.get("EDGECDN_JITTER", "1") == "1"
+ASSETS_PER_CLIENT = int(os.environ.get("EDGECDN_ASSETS_PER_CLIENT", "5"))
+ZIPF_S = 1.1  # popularity of the k-th asset ~ 1 / k^s
+
+
+def release_assets() -> list[str]:
+    if not RELEASE_ASSETS_FILE:
+        return []
+    with open(RELEASE_ASSETS_FILE, encoding="utf-8") as f:
+        return [line.split()[0] for line in f if line.startswith("/")]
+
+
+ASSETS = release_assets()
+ZIPF_WEIGHTS = [1 / (k + 1) ** ZIPF_S for k in range(len(ASSETS))]
+
+
+class ReleaseDayClient(HttpUser):
+    """A client on release day: (ask /_edge/jitter and wait), then the entry point and a few assets."""
+
+    wait_time = jittered_think
+    host = RELEASE_EDGES[0] if RELEASE_EDGES else "http://127.0.0.1:8080"
+
+    @task
+    def release(self) -> None:
+        edge = random.choice(RELEASE_EDGES) if RELEASE_EDGES else self.host
+        if RELEASE_JITTER:
+            query = {"url": "/index.html", "client": uuid.uuid4().hex}
+            with self.client.get(
+                f"{edge}/_edge/jitter", params=query, name="/_edge/jitter", catch_response=True
+            ) as resp:
+                delay_ms = resp.json().get("delay_ms", 0) if resp.status_code == 200 else 0
+            time.sleep(delay_ms / 1000)  # gevent-patched: only this user waits
+        self.fetch(edge + "/index.html", name="/index.html")
+        for path in random.choices(ASSETS, ZIPF_WEIGHTS, k=ASSETS_PER_CLIENT) if ASSETS else ():
+            self.fetch(edge + path, name="asset")
+
+    def fetch(self, url: str, name: str) -> None:
+        with self.client.get(url, name=name, catch_response=True) as resp:
+            if resp.status_code != 200:
+                resp.failure(f"status {resp.status_code}")
             else:
                 resp.success()

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import email.utils
 import hashlib
+import json
 import math
 import mimetypes
 import os
@@ -32,6 +33,8 @@ from edgecdn.errors import UsageError
 from origin import changes
 from origin.rules import ConfigError, Rules, load_rules
 
+MANIFEST_MAX = 64 * 2**20  # a manifest.json larger than this is published as a file, not read
+
 
 @dataclass(frozen=True, slots=True)
 class Placed:
@@ -44,8 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "files",
         nargs="+",
-        metavar="FILE[=/URL/PATH]",
-        help="file to publish; by default it is served as /<its name>",
+        metavar="PATH[=/URL/PATH]",
+        help="file (served as /<its name>), directory (its files under their nested paths), or the "
+        "manifest.json of `edgecdn version` (the files it lists)",
     )
     p.add_argument("--root", required=True, type=Path, metavar="ROOT", help="the origin's served directory")
     p.add_argument("--edge", action="append", default=[], metavar="URL", help="edge admin URL (repeatable)")
@@ -62,23 +66,75 @@ def file_etag(path: Path) -> str:
 
 
 def plan(specs: list[str], root: Path) -> list[tuple[Path, str, Path]]:
-    """(source, URL path, destination) per FILE argument; anything leaving ROOT is a UsageError."""
+    """(source, URL path, destination) per file; anything leaving ROOT is a UsageError.
+
+    A FILE is served as /<its name> (or FILE=/URL/PATH); a DIRECTORY as its files under their paths
+    inside it (`dist/js/a.js` -> /js/a.js, DIR=/prefix puts them under /prefix); the manifest.json of
+    `edgecdn version` as the files it lists, at their paths relative to it.
+    """
     out = []
     root = root.resolve()
     for spec in specs:
         source_text, sep, url_path = spec.partition("=")
         source = Path(source_text)
-        if not source.is_file():
-            raise UsageError(f"{source_text!r}: not a file")
-        url_path = url_path if sep else "/" + source.name
-        parts = url_path.split("/")
-        if not url_path.startswith("/") or any(p in (".", "..") or "\\" in p for p in parts):
-            raise UsageError(f"{url_path!r}: expected an absolute URL path without . or .. segments")
-        dest = root.joinpath(*[p for p in parts if p])
-        if not dest.resolve().is_relative_to(root) or dest == root:
-            raise UsageError(f"{url_path!r}: resolves outside ROOT")
-        out.append((source, url_path, dest))
+        if source.is_dir():
+            prefix = url_path.rstrip("/") if sep else ""
+            pairs = [(src, prefix + url) for src, url in _directory(source)]
+        elif sep:
+            pairs = [(source, url_path)] if source.is_file() else []
+        else:
+            pairs = _listed(source) if source.is_file() else []
+        if not pairs and not source.is_dir():
+            raise UsageError(f"{source_text!r}: not a file or directory")
+        out += [(src, url, _dest(root, url)) for src, url in pairs]
+    if not out:
+        raise UsageError("nothing to publish: the directories given hold no files")
     return out
+
+
+def _dest(root: Path, url_path: str) -> Path:
+    parts = url_path.split("/")
+    if not url_path.startswith("/") or any(p in (".", "..") or "\\" in p for p in parts):
+        raise UsageError(f"{url_path!r}: expected an absolute URL path without . or .. segments")
+    dest = root.joinpath(*[p for p in parts if p])
+    if not dest.resolve().is_relative_to(root) or dest == root:
+        raise UsageError(f"{url_path!r}: resolves outside ROOT")
+    return dest
+
+
+def _directory(top: Path) -> list[tuple[Path, str]]:
+    """Regular files under `top` (symlinks not followed, dot files skipped), as /relative/paths."""
+    pairs = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if not name.startswith(".") and path.is_file() and not path.is_symlink():
+                pairs.append((path, "/" + path.relative_to(top).as_posix()))
+    return pairs
+
+
+def _listed(source: Path) -> list[tuple[Path, str]]:
+    """A versioning manifest.json: the files it lists (paths relative to it); any other file: itself."""
+    if source.suffix != ".json" or source.stat().st_size > MANIFEST_MAX:
+        return [(source, "/" + source.name)]
+    try:
+        doc = json.loads(source.read_bytes())
+    except ValueError:
+        return [(source, "/" + source.name)]
+    files = doc.get("files") if isinstance(doc, dict) and doc.get("version") == 1 else None
+    if not isinstance(files, dict) or not all(isinstance(f, dict) and "hash" in f for f in files.values()):
+        return [(source, "/" + source.name)]  # some other JSON file (a web app manifest, say)
+    pairs = []
+    for entry in files.values():
+        rel = entry.get("path")
+        if not isinstance(rel, str) or not rel or rel.startswith("/"):
+            raise UsageError(f"{source}: {rel!r}: expected a relative path")
+        path = source.parent / rel
+        if not path.is_file():
+            raise UsageError(f"{source} lists {rel!r}, but {path} is not a file")
+        pairs.append((path, "/" + rel))
+    return pairs
 
 
 def place(source: Path, dest: Path) -> None:

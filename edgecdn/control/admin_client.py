@@ -49,7 +49,7 @@ class EdgeResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == 200
+        return self.status is not None and 200 <= self.status < 300
 
     @property
     def error(self) -> str:
@@ -67,9 +67,11 @@ def signed_headers(key: AdminKey, method: str, path: str, body: bytes) -> dict[s
 async def send(
     session: aiohttp.ClientSession, key: AdminKey, edge: str, method: str, path: str, payload: object
 ) -> EdgeResult:
-    """One signed JSON request to one edge; connection problems become an EdgeResult too."""
-    body = json.dumps(payload).encode()
-    headers = {"Content-Type": "application/json", **signed_headers(key, method, path, body)}
+    """One signed JSON request to one edge (None: no body); connection problems become an EdgeResult."""
+    body = b"" if payload is None else json.dumps(payload).encode()
+    headers = signed_headers(key, method, path, body)
+    if payload is not None:
+        headers["Content-Type"] = "application/json"
     started = clock.monotonic()
     try:
         async with session.request(method, edge + path, data=body, headers=headers) as r:
@@ -86,10 +88,14 @@ async def send(
         return EdgeResult(edge, None, f"{type(e).__name__}: {e}"[:120], clock.monotonic() - started)
 
 
+def session() -> aiohttp.ClientSession:
+    """A client session for admin calls: bounded per request, no proxies from the environment."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S), trust_env=False)
+
+
 async def fan_out(
     key: AdminKey, edges: list[str], method: str, path: str, payload: object
 ) -> list[EdgeResult]:
     """The same request to every edge at once; results in the order of `edges`."""
-    timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
-    async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
-        return list(await asyncio.gather(*(send(session, key, e, method, path, payload) for e in edges)))
+    async with session() as s:
+        return list(await asyncio.gather(*(send(s, key, e, method, path, payload) for e in edges)))

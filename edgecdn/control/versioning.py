@@ -6,6 +6,7 @@ files, no rewritten manifests, no touched mtimes). Files are streamed, never rea
 """
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -108,6 +109,7 @@ class VersionResult:
     files: tuple[VersionedFile, ...]
     skipped: tuple[str, ...]  # symlinks leaving SRC, symlinked directories, non-regular files
     manifests_written: tuple[str, ...]
+    kept: tuple[VersionedFile, ...] = ()  # --exclude: copied under their own names, not in the manifests
 
     @property
     def copied(self) -> int:
@@ -193,6 +195,14 @@ def _place(source: Path, target: Path, digest: str, size: int) -> bool:
     return True
 
 
+def _place_entry(source: Path, target: Path, digest: str, size: int) -> bool:
+    """An excluded file under its own name: replaced only when its bytes changed (compared by hash)."""
+    if target.is_file() and _digest_and_size(target) == (digest, size):
+        return False
+    target.unlink(missing_ok=True)  # _place would keep a same-size file: this name is not content-addressed
+    return _place(source, target, digest, size)
+
+
 def _write_if_changed(path: Path, data: bytes) -> bool:
     """Atomically replace `path` with `data` unless it already holds exactly that."""
     if path.is_file() and path.read_bytes() == data:
@@ -215,17 +225,25 @@ def _manifests(files: tuple[VersionedFile, ...], base_url: str) -> tuple[bytes, 
     return as_json.encode("utf-8"), as_txt.encode("utf-8")
 
 
+def excluded(rel: str, globs: tuple[str, ...]) -> bool:
+    """Does an --exclude GLOB match? A glob with a / matches the whole path, one without the file name."""
+    name = rel.rpartition("/")[2]
+    return any(fnmatch.fnmatchcase(rel if "/" in g else name, g) for g in globs)
+
+
 def version_tree(
     src: Path,
     out: Path,
     base_url: str = "",
     *,
     progress: Callable[[int, int], None] | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> VersionResult:
     """Copy SRC's files into DIST under versioned names and write both manifests.
 
     Old versioned files in DIST are kept: pages still in clients' hands point at them.
-    `progress(done, total)` is called after each file.
+    Files matching an `exclude` glob (entry points such as index.html) keep their names and stay out
+    of the manifests: they are published last and purged. `progress(done, total)` follows each file.
     """
     src_r, out_r = _check_trees(src, out)
     prefix = _check_base_url(base_url)
@@ -233,11 +251,21 @@ def version_tree(
         out_r.mkdir(parents=True, exist_ok=True)
         sources, skipped = _source_files(src_r)
         placed: list[VersionedFile] = []
+        kept: list[VersionedFile] = []
         for done, (rel, path) in enumerate(sources, start=1):
             digest, size = _digest_and_size(path)
-            vpath = versioned_name(rel, digest)
-            copied = _place(path, out_r / vpath, digest, size)
-            placed.append(VersionedFile(rel, vpath, size, digest, copied))
+            if excluded(rel, exclude):
+                if rel in (MANIFEST_JSON, MANIFEST_TXT):
+                    raise UsageError(
+                        f"--exclude: {rel} would be overwritten by the manifest of the same name"
+                    )
+                kept.append(
+                    VersionedFile(rel, rel, size, digest, _place_entry(path, out_r / rel, digest, size))
+                )
+            else:
+                vpath = versioned_name(rel, digest)
+                copied = _place(path, out_r / vpath, digest, size)
+                placed.append(VersionedFile(rel, vpath, size, digest, copied))
             if progress is not None:
                 progress(done, len(sources))
         files = tuple(placed)
@@ -249,7 +277,7 @@ def version_tree(
         )
     except OSError as e:
         raise UsageError(f"{e.filename or out}: {e.strerror or e}") from None
-    return VersionResult(files, tuple(skipped), written)
+    return VersionResult(files, tuple(skipped), written, tuple(kept))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -261,6 +289,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="",
         metavar="URL",
         help="prefix for manifest.txt lines, e.g. https://cdn.example.com (default: /path)",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="keep matching files (entry points such as index.html) under their own names, out of the "
+        "manifests (repeatable; a GLOB without / matches file names anywhere)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
 
@@ -280,8 +316,9 @@ def run(args: argparse.Namespace) -> int:
     """`edgecdn version`: version the tree, print one summary line; bad input is UsageError."""
     src: Path = args.src
     out: Path = args.out
+    exclude = tuple(getattr(args, "exclude", ()))
     if args.quiet:
-        version_tree(src, out, args.base_url)
+        version_tree(src, out, args.base_url, exclude=exclude)
         return 0
     # Imported here: the edge imports this module for parse_versioned and needs no rich.
     from rich.console import Console
@@ -295,11 +332,12 @@ def run(args: argparse.Namespace) -> int:
             if total > PROGRESS_MIN_FILES:
                 bar.update(task, completed=done, total=total, visible=True)
 
-        result = version_tree(src, out, args.base_url, progress=show)
+        result = version_tree(src, out, args.base_url, progress=show, exclude=exclude)
     manifests = ", ".join(str(out / name) for name in result.manifests_written) or "unchanged"
     print(
         f"versioned {len(result.files)} files ({_human_bytes(result.total_bytes)}): "
-        f"{result.copied} new, {result.unchanged} unchanged, {len(result.skipped)} skipped; "
+        f"{result.copied} new, {result.unchanged} unchanged, {len(result.skipped)} skipped, "
+        f"{len(result.kept)} kept under their names; "
         f"manifests: {manifests}"
     )
     return 0

@@ -154,6 +154,10 @@ class Coalescer:
     def in_flight(self) -> int:
         return len(self._flights)
 
+    def flying(self, key: str) -> bool:
+        """Is a shared fill for `key` running? (Joining it costs the origin nothing.)"""
+        return key in self._flights
+
     def join(self, key: str, req: FillRequest, *, shared: bool = True) -> tuple[Flight, bool]:
         """Join the flight for `key`, starting it if there is none; True when this call started it."""
         flight = self._flights.get(key) if shared else None

@@ -13,6 +13,7 @@ from edgecdn.config import CacheConfig, TtlRule
 from edgecdn.http.cache_control import CacheControl, parse_age, parse_cache_control, parse_targeted
 from edgecdn.http.dates import parse_http_date
 from edgecdn.http.fields import Headers, get_all, get_one
+from edgecdn.policy.ttl_jitter import spread_lifetime
 
 # RFC 9110 §15.1 / RFC 9111 §4.2.2: status codes that are heuristically cacheable.
 HEURISTIC_STATUSES = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
@@ -47,7 +48,7 @@ def freshness(status: int, headers: Headers, *, path: str, date: float, cfg: Cac
     """Freshness facts for a response whose Date is `date` (the origin's, or our receipt time without one)."""
     cc = effective_cache_control(headers)
     rule = matching_rule(path, cfg.rules)
-    lifetime = _lifetime(status, headers, cc, rule, date=date, cfg=cfg)
+    lifetime = spread_lifetime(_lifetime(status, headers, cc, rule, date=date, cfg=cfg), rule, path)
     swr = cc.seconds("stale-while-revalidate")
     sie = cc.seconds("stale-if-error")
     default_swr = (

@@ -17,9 +17,11 @@ from aiohttp import web
 
 from edgecdn import clock
 from edgecdn.control import signing
+from edgecdn.control.prefetch import PREFETCH_PATH, BadPrefetch, QueueFull, parse_prefetch
 from edgecdn.control.purge import BadPurge, parse_purge
 from edgecdn.errors import ConfigError, StorageError, UsageError
 from edgecdn.serve.app import Edge
+from edgecdn.serve.prefetch import Prefetcher
 from edgecdn.serve.purge import run_purge
 from edgecdn.serve.push import Push, PushError, refetch
 
@@ -183,6 +185,7 @@ def admin_app(edge: Edge) -> web.Application:
             return json_error(e.status, e.reason)
 
     app = web.Application(middlewares=[errors], client_max_size=cfg.admin.max_body)
+    add_prefetch_routes(app, edge, guard)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/_edge/health", health)
     app.router.add_get("/_edge/stats", stats)
@@ -190,3 +193,37 @@ def admin_app(edge: Edge) -> web.Application:
     app.router.add_put(PUSH_PREFIX + "{tail:.*}", push_put)
     app.router.add_post("/_edge/push", push_urls)
     return app
+
+
+def add_prefetch_routes(app: web.Application, edge: Edge, guard: Guard) -> None:
+    """Signed `POST /_edge/prefetch` (202 + task id) and `GET /_edge/prefetch/<task>` (its state)."""
+    prefetcher = Prefetcher(
+        edge.cfg.prefetch, edge.store, edge.coalescer, edge.handler.versioned, edge.metrics
+    )
+
+    async def submit(request: web.Request) -> web.Response:
+        try:
+            items = parse_prefetch(await guard.read_json(request), max_urls=edge.cfg.prefetch.max_urls)
+            task = prefetcher.submit(items)
+        except BadPrefetch as e:
+            raise AdminError(400, "bad prefetch request", str(e)) from None
+        except QueueFull as e:
+            raise AdminError(429, str(e), e.detail) from None
+        return web.json_response({"task": task.id, "urls": len(task.results)}, status=202)
+
+    async def status(request: web.Request) -> web.Response:
+        guard.precheck(request)
+        guard.check(request, signing.EMPTY_BODY_SHA256)
+        task = prefetcher.get(request.match_info["task"])
+        if task is None:
+            raise AdminError(
+                404, "no such prefetch task", "unknown, or finished longer than keep_results ago"
+            )
+        return web.json_response(task.to_json())
+
+    async def stop(_: web.Application) -> None:
+        await prefetcher.close()
+
+    app.router.add_post(PREFETCH_PATH, submit)
+    app.router.add_get(PREFETCH_PATH + "/{task}", status)
+    app.on_cleanup.append(stop)

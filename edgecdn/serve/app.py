@@ -9,8 +9,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from edgecdn import clock
 from edgecdn.cache.store import Store
 from edgecdn.config import Config
+from edgecdn.control import jitter
 from edgecdn.fetch.client import OriginClient
 from edgecdn.fetch.coalesce import Coalescer
 from edgecdn.fetch.health import HealthChecker
@@ -62,6 +64,10 @@ class Edge:
         """The public listener: every path is content except /_edge/health."""
         if request.path == "/_edge/health":
             return self.health()
+        if request.path == "/_edge/jitter":
+            q = request.query
+            code, body = jitter.answer(self.cfg.jitter, q.get("url"), q.get("client"), now=clock.now())
+            return web.json_response(body, status=code, headers={"Cache-Control": "no-store"})
         return await self.handler(request)
 
     def health(self) -> web.Response:

@@ -51,7 +51,7 @@ from edgecdn.policy.freshness import current_age
 from edgecdn.policy.invalidate import invalidated_keys
 from edgecdn.policy.key import primary_key, variant_key
 from edgecdn.policy.status import CacheStatus, cache_status_field
-from edgecdn.serve import access, proxy, respond
+from edgecdn.serve import access, proxy, respond, shed
 
 log = logging.getLogger("edgecdn.handler")
 
@@ -168,6 +168,9 @@ class Handler:
                 assert found is not None
                 return await self.fetch(request, primary, found, fwd="stale")
             case Miss(alone=alone):
+                key = self.flight_key(request, primary)
+                if (busy := shed.refuse(self.cfg.shed, self.coalescer, self.metrics, key)) is not None:
+                    return busy
                 if alone or self.coalescer.is_hit_for_miss(primary, now=now):
                     return await self.fetch(request, primary, None, fwd="uri-miss", shared=False)
                 return await self.fetch(request, primary, None, fwd="miss")

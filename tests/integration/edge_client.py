@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from tests.integration.conftest import REPO, Proc
+from tests.integration.conftest import REPO, OriginClient, Proc
 
 ADMIN = re.compile(r"\(admin (http://\S+)\)")
 
@@ -43,6 +45,23 @@ def start_edge(origin_url: str, cache: Path, *extra: str) -> Proc:
         str(cache),
         *extra,
     )
+
+
+@contextlib.contextmanager
+def origin_and_edge(tmp: Path, config_toml: str, *extra: str) -> Iterator[tuple[OriginClient, Proc, str]]:
+    """A test origin (root `tmp/root`) and one edge configured by `config_toml`: (origin, edge, admin URL)."""
+    for sub in ("root", "cache"):
+        (tmp / sub).mkdir(parents=True, exist_ok=True)
+    (tmp / "edge.toml").write_text(config_toml)
+    origin_proc = Proc("origin", "serve", str(tmp / "root"), "--listen", "127.0.0.1:0", "--test-hooks")
+    try:
+        edge = start_edge(origin_proc.url, tmp / "cache", "-c", str(tmp / "edge.toml"), *extra)
+        try:
+            yield OriginClient(origin_proc, tmp / "root"), edge, admin_url(edge)
+        finally:
+            edge.stop()
+    finally:
+        origin_proc.stop()
 
 
 def run_module(module: str, *args: str, admin_key: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,32 @@
+"""The edge's side of overload shedding (policy/shed.py decides): a 503 with a jittered Retry-After."""
+
+from __future__ import annotations
+
+import random
+
+from aiohttp import web
+
+from edgecdn.config import ShedConfig
+from edgecdn.fetch.coalesce import Coalescer
+from edgecdn.metrics import Metrics
+from edgecdn.policy.shed import shed_miss
+from edgecdn.policy.status import CacheStatus, cache_status_field
+from edgecdn.serve import respond
+
+
+def refuse(cfg: ShedConfig, coalescer: Coalescer, metrics: Metrics, key: str) -> web.Response | None:
+    """The 503 for a miss on `key` while too many fills run, else None (go on and fetch)."""
+    verdict = shed_miss(
+        coalescer.in_flight, joins_running_fill=coalescer.flying(key), cfg=cfg, u=random.random()
+    )
+    if verdict is None:
+        return None
+    metrics.shed.inc()
+    resp = respond.error(
+        503,
+        "edge busy: too many origin fills, retry later",
+        cache_status=cache_status_field(CacheStatus.MISS, detail="shed"),
+        detail={"retry_after": verdict.retry_after},
+    )
+    resp.headers["Retry-After"] = str(verdict.retry_after)
+    return resp

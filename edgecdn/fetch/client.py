@@ -14,22 +14,16 @@ import aiohttp
 
 from edgecdn.config import OriginConfig
 from edgecdn.errors import OriginBodyError, OriginConnectError, OriginError, OriginTimeout
-from edgecdn.http.fields import Headers, end_to_end
-
-# Request fields never sent upstream on a cache fill: the edge asks for the whole object itself.
-FILL_DROP = frozenset(
-    {
-        "host",
-        "range",
-        "if-range",
-        "if-match",
-        "if-none-match",
-        "if-modified-since",
-        "if-unmodified-since",
-        "expect",
-        "content-length",
-    }
+from edgecdn.http.fields import (
+    FILL_FORWARD,
+    SPOOFABLE_FORWARDING,
+    Allow,
+    Headers,
+    end_to_end,
+    get_all,
 )
+from edgecdn.policy.key import accept_encoding
+
 VIA = "1.1 edgecdn"
 
 
@@ -124,17 +118,28 @@ class OriginClient:
             raise OriginBodyError(f"origin body broke off: {e}") from None
 
 
-def upstream_headers(
-    headers: Headers, *, client_ip: str | None, drop: frozenset[str] = frozenset()
-) -> Headers:
-    """The client's end-to-end fields for the origin, with Via and X-Forwarded-For added."""
-    out = list(end_to_end(headers, drop=drop | {"host", "x-forwarded-for", "via"}))
-    prior = [v for n, v in headers if n.lower() == "x-forwarded-for"]
+def upstream_headers(headers: Headers, *, client_ip: str | None, allow: Allow | None = None) -> Headers:
+    """The client's fields for the origin, then X-Forwarded-For, Forwarded and Via set by the edge.
+
+    With `allow` (a cacheable request, whose answer other clients get) only the allowed fields go, and
+    Accept-Encoding as the one coding it is keyed by; without (pass-through) every end-to-end field goes.
+    Fields that claim to describe the client's request (SPOOFABLE_FORWARDING) never go as sent.
+    """
+    out = [(n, v) for n, v in end_to_end(headers, drop=SPOOFABLE_FORWARDING) if allow is None or n in allow]
+    if allow is not None and "accept-encoding" in allow:
+        out = [(n, v) for n, v in out if n.lower() != "accept-encoding"]
+        out.append(("Accept-Encoding", accept_encoding(get_all(headers, "accept-encoding"))))
     if client_ip:
-        out.append(("X-Forwarded-For", ", ".join([*prior, client_ip])))
-    prior_via = [v for n, v in headers if n.lower() == "via"]
-    out.append(("Via", ", ".join([*prior_via, VIA])))
+        out.append(("X-Forwarded-For", client_ip))
+        node = f'"[{client_ip}]"' if ":" in client_ip else client_ip
+        out.append(("Forwarded", f"for={node}"))
+    out.append(("Via", ", ".join([*get_all(headers, "via"), VIA])))
     return tuple(out)
+
+
+def fill_allow(extra: tuple[str, ...]) -> Allow:
+    """The fields a fill forwards: FILL_FORWARD plus the operator's `origin.forward_headers` (and tokens)."""
+    return Allow.of((*FILL_FORWARD, *extra))
 
 
 def with_cdn_loop(headers: Headers, cdn_id: str) -> Headers:
@@ -153,6 +158,14 @@ def loop_detected(headers: Headers, cdn_id: str) -> bool:
             if member.split(";", 1)[0].strip().lower() == cdn_id.lower():
                 return True
     return False
+
+
+def status_error(status: int, origin: str = "") -> OriginError:
+    """An origin answer that counts as a failure (a retry status, a 5xx fill) as an OriginError."""
+    err = OriginError(f"{origin or 'origin'} answered {status}")
+    err.status = status
+    err.detail = f"origin-{status}"
+    return err
 
 
 def check_length(resp: OriginResponse, received: int) -> None:

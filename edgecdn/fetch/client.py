@@ -7,6 +7,7 @@ every exception that leaves this module is an OriginError carrying its status an
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -25,6 +26,7 @@ from edgecdn.http.fields import (
 from edgecdn.policy.key import accept_encoding
 
 VIA = "1.1 edgecdn"
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # never in a field (RFC 9110 §5.5); HTAB is allowed
 
 
 @dataclass(slots=True)
@@ -96,11 +98,18 @@ class OriginClient:
             raise OriginTimeout(f"{origin}: no response head within {self.cfg.first_byte_timeout}s") from None
         except aiohttp.ClientConnectorError as e:
             raise OriginConnectError(f"{origin}: {e.os_error.strerror or e}") from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
-            raise OriginConnectError(f"{origin}: {e}") from None
+        except (aiohttp.ClientConnectionError, OSError) as e:
+            # Reset, refused write, closed before the head: nothing was answered, so another origin may.
+            raise OriginConnectError(f"{origin}: connection lost before the response head: {e}") from None
+        except aiohttp.ClientResponseError as e:
+            raise OriginError(f"{origin}: malformed response head: {e.message}") from None
         except aiohttp.ClientError as e:
             raise OriginError(f"{origin}: {e}") from None
         fields = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw.raw_headers)
+        why = malformed_head(raw.status, fields)
+        if why is not None:
+            raw.close()
+            raise OriginError(f"{origin}: malformed response head: {why}")
         return OriginResponse(raw.status, fields, raw, origin)
 
     async def body(self, resp: OriginResponse) -> AsyncIterator[bytes]:
@@ -158,6 +167,27 @@ def loop_detected(headers: Headers, cdn_id: str) -> bool:
             if member.split(";", 1)[0].strip().lower() == cdn_id.lower():
                 return True
     return False
+
+
+def malformed_head(status: int, fields: Headers) -> str | None:
+    """Why a response head that aiohttp parsed must still not be used (RFC 9112 §6.1, §6.3), or None.
+
+    Its status is outside 100..599; Transfer-Encoding is anything but exactly `chunked` (aiohttp reads a
+    body whose last coding is not chunked until close, raw chunk framing included); Content-Length
+    values disagree or are not digits; or a field carries a control character.
+    """
+    if not 100 <= status <= 599:
+        return f"status {status}"
+    codings = [c.strip().lower() for v in get_all(fields, "transfer-encoding") for c in v.split(",")]
+    if codings and codings != ["chunked"]:
+        return f"Transfer-Encoding {', '.join(codings)!r}"
+    lengths = {n.strip() for v in get_all(fields, "content-length") for n in v.split(",")}
+    if len(lengths) > 1 or not all(v.isascii() and v.isdigit() for v in lengths):
+        return f"Content-Length {sorted(lengths)!r}"
+    for name, value in fields:
+        if _CONTROL.search(name) or _CONTROL.search(value):
+            return f"control character in {name[:40]!r}"
+    return None
 
 
 def status_error(status: int, origin: str = "") -> OriginError:

@@ -290,13 +290,19 @@ class Coalescer:
     def _settle(self, flight: Flight, head: FlightHead) -> None:
         if not flight.head.done():
             flight.head.set_result(head)
-            if isinstance(head, Failed) and not flight.doomed and self.cfg.cache.error_ttl > 0:
-                self._failed[flight.key] = (clock.monotonic() + self.cfg.cache.error_ttl, head)
-                self._failed.move_to_end(flight.key)
-                while len(self._failed) > HIT_FOR_MISS_MAX:
-                    self._failed.popitem(last=False)
+            if isinstance(head, Failed):
+                self._remember_failure(flight, head)
         if not isinstance(head, Storing):
             self._unregister(flight)
+
+    def _remember_failure(self, flight: Flight, head: Failed) -> None:
+        """A struggling origin is asked once per `cache.error_ttl` (a wrong versioned body is not one)."""
+        if flight.doomed or self.cfg.cache.error_ttl <= 0 or isinstance(head.error, HashMismatch):
+            return
+        self._failed[flight.key] = (clock.monotonic() + self.cfg.cache.error_ttl, head)
+        self._failed.move_to_end(flight.key)
+        while len(self._failed) > HIT_FOR_MISS_MAX:
+            self._failed.popitem(last=False)
 
     async def _fetch(self, flight: Flight, req: FillRequest) -> None:
         base = upstream_headers(req.headers, client_ip=req.client_ip, allow=self.allow)

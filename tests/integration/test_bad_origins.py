@@ -1,4 +1,4 @@
-"""Misbehaving origins on raw sockets: resets before the head fail over; malformed answers are 502s, never stored.
+"""Misbehaving origins on raw sockets: a reset before the head fails over; a malformed answer is a 502.
 
 Each fake origin is a tiny asyncio server in this process (127.0.0.1, port 0) that reads a request head and
 answers with exactly the bytes a test gives it, or resets the connection.

@@ -22,8 +22,7 @@ Stack = tuple[OriginClient, Proc, str]
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("root")
     config = tmp_path_factory.mktemp("cfg") / "edge.toml"
-    # error_ttl 0: a failed fill is not shared, so a second request shows that nothing was stored.
-    config.write_text(f"[cache]\nmemory_object_max = {SMALL_MAX}\nerror_ttl = 0\n")
+    config.write_text(f"[cache]\nmemory_object_max = {SMALL_MAX}\n")
     origin_proc = Proc("origin", "serve", str(root), "--listen", "127.0.0.1:0", "--test-hooks")
     edge = start_edge(origin_proc.url, tmp_path_factory.mktemp("cache"), "-c", str(config), "--no-access-log")
     try:

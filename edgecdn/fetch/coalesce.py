@@ -453,8 +453,9 @@ class Coalescer:
         if entry.key != flight.key and self._flights.get(flight.key) is flight:
             del self._flights[flight.key]  # re-key to the variant: other variants start their own
             self._flights.setdefault(entry.key, flight)
-            # Until the store has the Vary marker, joiners of the primary are keyed by these names too.
-            self._varying[flight.key] = (entry.stored.vary, flight)
+            if flight.key == flight.primary:
+                # Until the store has the Vary marker, joiners of the primary are keyed by these names too.
+                self._varying[flight.primary] = (entry.stored.vary, flight)
             flight.key = entry.key
         expect = req.expect_hash if resp.status == 200 else None
         # A small versioned body is verified before its head is shown, so a mismatch can still be a 502.

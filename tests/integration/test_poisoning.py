@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.integration.conftest import EdgeFactory, OriginClient
@@ -73,3 +75,24 @@ async def test_an_answer_about_the_request_is_never_stored(
     assert bad.status == int(status)
     assert plain.status == 200
     assert origin.hits(path) == 2
+
+
+async def test_authorization_and_a_traverse_token_still_reach_the_origin_on_fills(
+    origin: OriginClient, edge: EdgeFactory, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(
+        '[[access.paths]]\nprefix = "/_test/blob/"\nmode = "token_traverse"\ntoken_header = "X-Token"\n'
+    )
+    url = edge(origin.url, "-c", str(cfg), "--no-access-log").url
+    path = "/_test/blob/100?t=auth"
+    public = {"X-Set-Cache-Control": "public, max-age=0", "X-Token": "alice"}
+    async with session() as s:
+        first = await get(s, url + path, **public)
+        # A stored `public` answer may serve a request with Authorization; stale, it is revalidated with it.
+        second = await get(s, url + path, **public, Authorization="Bearer secret")
+    assert (first.status, second.status) == (200, 200)
+    fill, revalidation = origin.requests(path)
+    assert fill["headers"]["X-Token"] == "alice"
+    assert revalidation["headers"]["Authorization"] == "Bearer secret"
+    assert "If-None-Match" in revalidation["headers"] or "If-Modified-Since" in revalidation["headers"]

@@ -45,6 +45,7 @@ log = logging.getLogger("edgecdn.fill")
 
 HIT_FOR_MISS_MAX = 100_000  # markers kept at most (oldest dropped first); also failed keys kept
 HEAD_MARGIN_S = 5.0  # a waiter waits origin.retry_deadline plus this for a head, then the flight fails
+SETTLE_BUCKETS = 4096  # per-key settle counters, by hash: a collision costs a spare lookup, nothing else
 UNCLAIMED_RESPONSE_S = 10.0  # an uncacheable response nobody took is closed after this
 ERROR_STATUSES = frozenset({500, 502, 503, 504})  # RFC 5861 §4: "errors" for stale-if-error
 
@@ -157,10 +158,18 @@ class Coalescer:
         self.allow = fill_allow((*cfg.origin.forward_headers, *tokens))
         # Counts flights leaving the table; a lookup that raced one of them looks again.
         self.settled = 0
+        self._settles = [0] * SETTLE_BUCKETS
 
     @property
     def in_flight(self) -> int:
         return len(self._flights)
+
+    def settled_for(self, primary: str) -> int:
+        """Moves whenever a flight of `primary` leaves the table (its object is in the store by then).
+
+        A lookup that found nothing while this moved raced that flight's end: it looks again.
+        """
+        return self._settles[hash(primary) % SETTLE_BUCKETS]
 
     def join(self, key: str, req: FillRequest, *, shared: bool = True) -> tuple[Flight, bool]:
         """Join the flight for `key`, starting it if there is none; True when this call started it."""
@@ -286,6 +295,7 @@ class Coalescer:
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
             self.settled += 1
+            self._settles[hash(flight.primary) % SETTLE_BUCKETS] += 1
 
     def _settle(self, flight: Flight, head: FlightHead) -> None:
         if not flight.head.done():

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from multidict import CIMultiDict
 
 from edgecdn.cache.fill import Fill
 from edgecdn.cache.store import Store
@@ -20,6 +22,7 @@ from edgecdn.fetch.coalesce import Coalescer, Failed, FillRequest, Flight, Stori
 from edgecdn.fetch.pool import OriginPool
 from edgecdn.metrics import Metrics
 from edgecdn.policy.admit import NotStorable
+from edgecdn.serve.handler import Handler
 
 ORIGIN = "http://a"
 CACHEABLE = (("Cache-Control", "max-age=600"), ("Content-Length", "6"))
@@ -48,21 +51,25 @@ class Answer:
 
 @dataclass
 class FakeClient:
-    """Answers every send with `answer`; records what was sent."""
+    """Answers every send with `answer` (or `by_target[target]`); records what was sent."""
 
     answer: Answer = field(default_factory=Answer)
+    by_target: dict[str, Answer] = field(default_factory=dict)
     sent: list[tuple[tuple[str, str], ...]] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
     raws: list[FakeRaw] = field(default_factory=list)
 
     async def send(
         self, origin: str, method: str, target: str, headers: Any, body: Any = None
     ) -> OriginResponse:
         self.sent.append(tuple(headers))
-        if self.answer.head_gate is not None:
-            await self.answer.head_gate.wait()
-        raw = FakeRaw(self.answer)
+        self.targets.append(target)
+        answer = self.by_target.get(target, self.answer)
+        if answer.head_gate is not None:
+            await answer.head_gate.wait()
+        raw = FakeRaw(answer)
         self.raws.append(raw)
-        return OriginResponse(self.answer.status, self.answer.headers, raw, origin)  # type: ignore[arg-type]
+        return OriginResponse(answer.status, answer.headers, raw, origin)  # type: ignore[arg-type]
 
     async def body(self, resp: OriginResponse) -> AsyncIterator[bytes]:
         answer: Answer = resp.raw.answer  # type: ignore[attr-defined]
@@ -70,6 +77,10 @@ class FakeClient:
             if i and answer.body_gate is not None:
                 await answer.body_gate.wait()
             yield chunk
+
+
+class FakeRequest:
+    headers: CIMultiDict[str] = CIMultiDict()
 
 
 def make(tmp_path: Path, client: FakeClient, **cache: Any) -> Coalescer:
@@ -207,6 +218,74 @@ async def test_joiners_of_a_vary_fill_share_it_while_its_body_arrives(tmp_path: 
     await settle(c)
     assert len(client.sent) == 2
     assert dict(client.sent[0])["Accept-Encoding"] == "gzip"
+
+
+# -- item 12a: a lookup that raced the end of its key's fill -------------------------------------------
+
+
+async def until(check: Any) -> None:
+    """Bounded wait for a state other tasks or threads reach (no sleeping on time)."""
+    for _ in range(10_000):
+        if check():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("state not reached")
+
+
+async def test_a_lookup_that_raced_its_own_fill_ending_looks_again_instead_of_fetching_twice(
+    tmp_path: Path,
+) -> None:
+    """The disk lookup of /o is held while another key's fill ends, then again while /o's own fill ends.
+
+    Only the settling of /o's own flight makes the lookup look again; it never returns "nothing" after
+    /o's fill left the table without having looked after it.
+    """
+    o_body = asyncio.Event()
+    client = FakeClient(by_target={"/o": Answer(body_gate=o_body)})
+    c = make(tmp_path, client)
+    bucket = hash("/o") % coalesce.SETTLE_BUCKETS
+    other = next(k for k in (f"/p{i}" for i in range(100)) if hash(k) % coalesce.SETTLE_BUCKETS != bucket)
+    handler = Handler(c.cfg, c.store, c.client, c.pool, c, Metrics())  # type: ignore[arg-type]
+    gates = [threading.Event(), threading.Event()]
+    calls: list[str] = []
+    real = c.store._lookup_disk
+
+    def gated(primary: str, headers: Any) -> Any:
+        n = len(calls)
+        calls.append(primary)
+        found = real(primary, headers)
+        if n < len(gates):
+            gates[n].wait(10)
+        return found
+
+    c.store._lookup_disk = gated  # type: ignore[method-assign]
+    running, _ = c.join("/o", request("/o"))  # /o's fill: head in, body held
+    assert isinstance(await running.head, Storing)
+    lookup = asyncio.create_task(handler.lookup(FakeRequest(), "/o"))  # type: ignore[arg-type]
+    await until(lambda: len(calls) == 1)
+    quick, _ = c.join(other, request(other))  # another key's fill ends meanwhile
+    assert await body_of(quick) == b"abcdef"
+    quick.leave()
+    await until(lambda: c.in_flight == 1)
+    gates[0].set()
+    await until(lambda: lookup.done() or len(calls) == 2)
+    early = lookup.done()
+    if early:  # nothing stored yet and /o still in flight: the request joins it
+        assert await lookup is None
+        joined, owner = c.join("/o", request("/o"))
+        assert joined is running and not owner
+        joined.leave()
+    o_body.set()
+    assert await body_of(running) == b"abcdef"
+    running.leave()
+    await until(lambda: c.in_flight == 0)
+    gates[1].set()
+    if not early:  # the lookup looked again while /o's fill ended: it must find what that fill stored
+        found = await lookup
+        if found is None:
+            c.join("/o", request("/o"))[0].leave()
+    await settle(c)
+    assert client.targets.count("/o") == 1
 
 
 # -- item 13: a range of an object too large to keep -------------------------------------------------

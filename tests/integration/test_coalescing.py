@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.integration.conftest import EdgeFactory, OriginClient, Proc
-from tests.integration.edge_client import admin_url, get, metric, session, start_edge
+from tests.integration.edge_client import Got, admin_url, get, metric, session, start_edge
 
 
 @pytest.fixture(scope="module")
@@ -181,26 +181,26 @@ async def wait_waiters(s: aiohttp.ClientSession, edge: Proc, before: float, n: i
 
 
 async def test_many_clients_on_hot_keys_fetch_each_key_once(stack: tuple[OriginClient, Proc]) -> None:
-    """100 connections over 60 cold keys, half with Vary, bodies still arriving when most clients come:
-    every key reaches the origin exactly once."""
+    """100 connections, 3000 requests over 60 cold keys (half with Vary): each key reaches the origin once.
+
+    Lookups queue in the thread pool behind each other, so many of them end after the fill of their key
+    did: such a lookup must look again rather than start a second fill.
+    """
     origin, edge = stack
-    paths = [f"/_test/blob/{200_000 + i * 7}?t=hot{i}" for i in range(60)]
+    paths = [f"/_test/blob/{1000 + i}?t=hot{i}" for i in range(60)]
     hooks = [
-        {
-            "X-Set-Cache-Control": "max-age=600",
-            "X-Test-Chunk-Delay-Ms": "20",
-            **({"X-Set-Vary": "Accept-Encoding"} if i % 2 else {}),
-        }
+        {"X-Set-Cache-Control": "max-age=600", **({"X-Set-Vary": "Accept-Encoding"} if i % 2 else {})}
         for i in range(60)
     ]
+    limit = asyncio.Semaphore(100)
+
+    async def one(n: int) -> Got:
+        async with limit:
+            return await get(s, edge.url + paths[n % 60], **hooks[n % 60], **{"Accept-Encoding": "gzip"})
+
     async with session() as s:
         s.connector._limit = 100  # type: ignore[union-attr]
-        results = await asyncio.gather(
-            *(
-                get(s, edge.url + paths[n % 60], **hooks[n % 60], **{"Accept-Encoding": "gzip, br"})
-                for n in range(300)
-            )
-        )
+        results = await asyncio.gather(*(one(n) for n in range(3000)))
     assert {r.status for r in results} == {200}
     assert {p: origin.hits(p) for p in paths} == dict.fromkeys(paths, 1)
 

@@ -54,10 +54,8 @@ SPOOFABLE_FORWARDING = frozenset(
     }
 )
 
-# Request fields that ask the origin to treat a request as another method: dropped on GET and HEAD.
-METHOD_OVERRIDE = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
-
-# The only client fields a cacheable request (a fill) forwards, besides `origin.forward_headers`: each
+# The only client fields a cacheable request (a fill) forwards, besides `origin.forward_headers` (so
+# method overrides, cookies and the like never reach the origin on a request whose answer is shared): each
 # either is keyed (Accept-Encoding, normalised), is checked against the stored response (Authorization,
 # RFC 9111 §3.5), only chooses among representations the origin declares with Vary (Accept), or is
 # extended by the edge and must reach the next tier (CDN-Loop, RFC 8586 §2; Via).

@@ -309,9 +309,13 @@ class Coalescer:
         """A struggling origin is asked once per `cache.error_ttl` (a wrong versioned body is not one)."""
         if flight.doomed or self.cfg.cache.error_ttl <= 0 or isinstance(head.error, HashMismatch):
             return
-        self._failed[flight.key] = (clock.monotonic() + self.cfg.cache.error_ttl, head)
+        now = clock.monotonic()
+        self._failed[flight.key] = (now + self.cfg.cache.error_ttl, head)
         self._failed.move_to_end(flight.key)
-        while len(self._failed) > HIT_FOR_MISS_MAX:
+        # One TTL for all: the oldest entries expire first, so the table holds about one window's failures.
+        while self._failed and (
+            len(self._failed) > HIT_FOR_MISS_MAX or next(iter(self._failed.values()))[0] < now
+        ):
             self._failed.popitem(last=False)
 
     async def _fetch(self, flight: Flight, req: FillRequest) -> None:

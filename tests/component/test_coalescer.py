@@ -395,3 +395,14 @@ async def test_a_fill_file_stays_while_a_reader_holds_it_and_goes_with_the_last(
     assert await fill.read(0, 100) == b"x" * 10 and await fill.read(10, 100) == b""
     fill.release()
     assert not (tmp_path / "body").exists()
+
+
+async def test_expired_failures_leave_the_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(coalesce.clock, "monotonic", lambda: now[0])
+    c = make(tmp_path, FakeClient(Answer(status=502, headers=())), error_ttl=1.0)
+    for key in ("/a", "/b"):
+        await c.join(key, request(key))[0].head
+    now[0] += 2
+    await c.join("/c", request("/c"))[0].head
+    assert list(c._failed) == ["/c"]

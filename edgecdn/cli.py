@@ -54,6 +54,13 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KID:SECRET",
         help="key accepted on signed admin calls (repeatable, for rotation; see `edgecdn keygen`)",
     )
+    p.add_argument(
+        "--forward-header",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help='request field cache fills forward to the origin, e.g. "X-Site" or "X-Test-*" (repeatable)',
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -87,6 +94,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.follow_changes is not None:
         interval = config_mod.parse_duration(args.follow_changes, "--follow-changes")
         cfg = dataclasses.replace(cfg, sync=dataclasses.replace(cfg.sync, poll_interval=interval))
+    if args.forward_header:
+        names = tuple(config_mod.parse_field_pattern(n, "--forward-header") for n in args.forward_header)
+        origin = dataclasses.replace(cfg.origin, forward_headers=cfg.origin.forward_headers + names)
+        cfg = dataclasses.replace(cfg, origin=origin)
     cfg = dataclasses.replace(cfg, server=server, cache=cache, admin=admin)
     validate(cfg)
     check_admin_keys(cfg)

@@ -86,6 +86,13 @@ def parse_status(value: object, key: str) -> int:
     return value
 
 
+def parse_field_pattern(value: object, key: str) -> str:
+    """A request field name (RFC 9110 §5.1 token), optionally ending in `*` for a prefix."""
+    if not isinstance(value, str) or not re.fullmatch(r"[!#$%&'+.^_`|~0-9A-Za-z-]+\*?", value):
+        raise ConfigError(f"{key}: expected a header field name like X-Site or X-Test-*, got {value!r}")
+    return value
+
+
 def _size(lo: int = 0) -> dict[str, Any]:
     return {"parse": parse_size, "min": lo}
 
@@ -127,6 +134,8 @@ class CacheConfig:
     stale_if_error: float = field(default=0.0, metadata=_secs())
     max_variants: int = field(default=16, metadata={"min": 1, "max": 1024})
     hit_for_miss: float = field(default=30.0, metadata=_secs())
+    # A failed fill (origin error, 5xx) is the answer for its key this long (nginx proxy_cache_valid 500 1s).
+    error_ttl: float = field(default=1.0, metadata=_secs())
     # Memory objects >= 512 KiB keep their body file open and are sent with sendfile(2) from it (no copy).
     memory_sendfile: bool = True
     # Last path segment of content-hash URLs: a regex with (?P<hash>...) capturing 16 hex digits of xxh3-64;
@@ -182,6 +191,9 @@ class OriginConfig:
     tries: int = field(default=0, metadata={"min": 0, "max": 100})  # 0: each origin once
     retry_deadline: float = field(default=60.0, metadata=_secs(0.001))
     cdn_id: str = "edgecdn"  # this edge's CDN-Loop token (RFC 8586); chained tiers need distinct ids
+    # Request fields a cacheable request forwards besides Accept, Accept-Encoding and Authorization; each
+    # must be keyed by the origin's Vary. A name ending in "*" is a prefix ("X-Test-*").
+    forward_headers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -291,6 +303,7 @@ class Config:
 _FIELD_PARSERS: Mapping[str, Callable[[object, str], object]] = {
     "origins": parse_origin,
     "retry_statuses": parse_status,
+    "forward_headers": parse_field_pattern,
     "keys": parse_admin_key,
 }
 

@@ -39,6 +39,8 @@ class Hooks:
     truncate: int | None = None
     set_headers: tuple[tuple[str, str], ...] = ()
     remove_headers: tuple[str, ...] = ()
+    echo: tuple[tuple[str, str], ...] = ()  # X-Test-Echo: request fields copied into X-Echo-NAME
+    status_if: tuple[str, int] | None = None  # X-Test-Status-If: "NAME STATUS", when NAME was sent
 
     @property
     def shapes_body(self) -> bool:
@@ -69,6 +71,17 @@ def parse_hooks(headers: CIMultiDictProxy[str]) -> Hooks:
     truncate = headers.get("X-Test-Truncate")
     if status is not None and _int("X-Test-Status", status, 599) < 200:
         raise _bad("X-Test-Status", status)
+    status_if = None
+    if (raw := headers.get("X-Test-Status-If")) is not None:
+        field, _, code = raw.strip().rpartition(" ")
+        if not field or _int("X-Test-Status-If", code, 599) < 200:
+            raise _bad("X-Test-Status-If", raw)
+        status_if = (field.strip(), int(code))
+    echo = tuple(
+        (name, headers[name])
+        for name in (n.strip() for v in headers.getall("X-Test-Echo", []) for n in v.split(","))
+        if name and name in headers
+    )
     return Hooks(
         status=None if status is None else int(status),
         redirect=headers.get("X-Test-Redirect"),
@@ -81,6 +94,8 @@ def parse_hooks(headers: CIMultiDictProxy[str]) -> Hooks:
         truncate=None if truncate is None else _int("X-Test-Truncate", truncate, _MAX_BYTES),
         set_headers=tuple(sets),
         remove_headers=tuple(removes),
+        echo=echo,
+        status_if=status_if,
     )
 
 
@@ -187,6 +202,8 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         await state.hold(hooks.gate)
     if hooks.delay_ms:
         await asyncio.sleep(hooks.delay_ms / 1000)
+    if hooks.status_if is not None and hooks.status_if[0] in request.headers:
+        return web.Response(status=hooks.status_if[1], text=f"status {hooks.status_if[1]}")
     if hooks.status is not None:
         empty = hooks.status in (204, 304)
         return web.Response(status=hooks.status, text=None if empty else f"status {hooks.status}")
@@ -205,6 +222,8 @@ async def _rewrite_headers(request: web.Request, response: web.StreamResponse) -
         response.headers.popall(name, None)
     for name, value in hooks.set_headers:
         response.headers.add(name, value)
+    for name, value in hooks.echo:
+        response.headers["X-Echo-" + name] = value
 
 
 def etag_matches(request: web.Request, etag: str) -> bool:

@@ -7,6 +7,7 @@ every exception that leaves this module is an OriginError carrying its status an
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -14,23 +15,18 @@ import aiohttp
 
 from edgecdn.config import OriginConfig
 from edgecdn.errors import OriginBodyError, OriginConnectError, OriginError, OriginTimeout
-from edgecdn.http.fields import Headers, end_to_end
-
-# Request fields never sent upstream on a cache fill: the edge asks for the whole object itself.
-FILL_DROP = frozenset(
-    {
-        "host",
-        "range",
-        "if-range",
-        "if-match",
-        "if-none-match",
-        "if-modified-since",
-        "if-unmodified-since",
-        "expect",
-        "content-length",
-    }
+from edgecdn.http.fields import (
+    FILL_FORWARD,
+    SPOOFABLE_FORWARDING,
+    Allow,
+    Headers,
+    end_to_end,
+    get_all,
 )
+from edgecdn.policy.key import accept_encoding
+
 VIA = "1.1 edgecdn"
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # never in a field (RFC 9110 §5.5); HTAB is allowed
 
 
 @dataclass(slots=True)
@@ -102,11 +98,18 @@ class OriginClient:
             raise OriginTimeout(f"{origin}: no response head within {self.cfg.first_byte_timeout}s") from None
         except aiohttp.ClientConnectorError as e:
             raise OriginConnectError(f"{origin}: {e.os_error.strerror or e}") from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
-            raise OriginConnectError(f"{origin}: {e}") from None
+        except (aiohttp.ClientConnectionError, OSError) as e:
+            # Reset, refused write, closed before the head: nothing was answered, so another origin may.
+            raise OriginConnectError(f"{origin}: connection lost before the response head: {e}") from None
+        except aiohttp.ClientResponseError as e:
+            raise OriginError(f"{origin}: malformed response head: {e.message}") from None
         except aiohttp.ClientError as e:
             raise OriginError(f"{origin}: {e}") from None
         fields = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw.raw_headers)
+        why = malformed_head(raw.status, fields)
+        if why is not None:
+            raw.close()
+            raise OriginError(f"{origin}: malformed response head: {why}")
         return OriginResponse(raw.status, fields, raw, origin)
 
     async def body(self, resp: OriginResponse) -> AsyncIterator[bytes]:
@@ -124,17 +127,28 @@ class OriginClient:
             raise OriginBodyError(f"origin body broke off: {e}") from None
 
 
-def upstream_headers(
-    headers: Headers, *, client_ip: str | None, drop: frozenset[str] = frozenset()
-) -> Headers:
-    """The client's end-to-end fields for the origin, with Via and X-Forwarded-For added."""
-    out = list(end_to_end(headers, drop=drop | {"host", "x-forwarded-for", "via"}))
-    prior = [v for n, v in headers if n.lower() == "x-forwarded-for"]
+def upstream_headers(headers: Headers, *, client_ip: str | None, allow: Allow | None = None) -> Headers:
+    """The client's fields for the origin, then X-Forwarded-For, Forwarded and Via set by the edge.
+
+    With `allow` (a cacheable request, whose answer other clients get) only the allowed fields go, and
+    Accept-Encoding as the one coding it is keyed by; without (pass-through) every end-to-end field goes.
+    Fields that claim to describe the client's request (SPOOFABLE_FORWARDING) never go as sent.
+    """
+    out = [(n, v) for n, v in end_to_end(headers, drop=SPOOFABLE_FORWARDING) if allow is None or n in allow]
+    if allow is not None and "accept-encoding" in allow:
+        out = [(n, v) for n, v in out if n.lower() != "accept-encoding"]
+        out.append(("Accept-Encoding", accept_encoding(get_all(headers, "accept-encoding"))))
     if client_ip:
-        out.append(("X-Forwarded-For", ", ".join([*prior, client_ip])))
-    prior_via = [v for n, v in headers if n.lower() == "via"]
-    out.append(("Via", ", ".join([*prior_via, VIA])))
+        out.append(("X-Forwarded-For", client_ip))
+        node = f'"[{client_ip}]"' if ":" in client_ip else client_ip
+        out.append(("Forwarded", f"for={node}"))
+    out.append(("Via", ", ".join([*get_all(headers, "via"), VIA])))
     return tuple(out)
+
+
+def fill_allow(extra: tuple[str, ...]) -> Allow:
+    """The fields a fill forwards: FILL_FORWARD plus the operator's `origin.forward_headers` (and tokens)."""
+    return Allow.of((*FILL_FORWARD, *extra))
 
 
 def with_cdn_loop(headers: Headers, cdn_id: str) -> Headers:
@@ -153,6 +167,35 @@ def loop_detected(headers: Headers, cdn_id: str) -> bool:
             if member.split(";", 1)[0].strip().lower() == cdn_id.lower():
                 return True
     return False
+
+
+def malformed_head(status: int, fields: Headers) -> str | None:
+    """Why a response head that aiohttp parsed must still not be used (RFC 9112 §6.1, §6.3), or None.
+
+    Its status is outside 100..599; Transfer-Encoding is anything but exactly `chunked` (aiohttp reads a
+    body whose last coding is not chunked until close, raw chunk framing included); Content-Length
+    values disagree or are not digits; or a field carries a control character.
+    """
+    if not 100 <= status <= 599:
+        return f"status {status}"
+    codings = [c.strip().lower() for v in get_all(fields, "transfer-encoding") for c in v.split(",")]
+    if codings and codings != ["chunked"]:
+        return f"Transfer-Encoding {', '.join(codings)!r}"
+    lengths = {n.strip() for v in get_all(fields, "content-length") for n in v.split(",")}
+    if len(lengths) > 1 or not all(v.isascii() and v.isdigit() for v in lengths):
+        return f"Content-Length {sorted(lengths)!r}"
+    for name, value in fields:
+        if _CONTROL.search(name) or _CONTROL.search(value):
+            return f"control character in {name[:40]!r}"
+    return None
+
+
+def status_error(status: int, origin: str = "") -> OriginError:
+    """An origin answer that counts as a failure (a retry status, a 5xx fill) as an OriginError."""
+    err = OriginError(f"{origin or 'origin'} answered {status}")
+    err.status = status
+    err.detail = f"origin-{status}"
+    return err
 
 
 def check_length(resp: OriginResponse, received: int) -> None:

@@ -2,7 +2,8 @@
 
 Rules of this file: a flight belongs to the cache, not to the client that started it (it runs in its own
 task); every waiter that joins a flight leaves it exactly once; a flight that fails fails all its waiters at
-once; an uncacheable answer leaves a hit-for-miss marker so later requests skip the queue.
+once, whatever the exception, and within a bounded time; a failure is the answer for its key for
+`cache.error_ttl`; an uncacheable answer leaves a hit-for-miss marker so later requests skip the queue.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from edgecdn.cache.entry import Entry
 from edgecdn.cache.fill import Fill
 from edgecdn.cache.store import Store
 from edgecdn.config import Config
-from edgecdn.errors import HashMismatch, OriginError, StorageError
+from edgecdn.errors import HashMismatch, OriginError, OriginTimeout, StorageError
 from edgecdn.fetch.client import (
-    FILL_DROP,
     OriginClient,
     OriginResponse,
     check_length,
+    fill_allow,
+    status_error,
     upstream_headers,
 )
 from edgecdn.fetch.pool import OriginPool
@@ -35,13 +37,15 @@ from edgecdn.fetch.resume import ResumeTarget, resumable_body
 from edgecdn.http.fields import Headers, get_one
 from edgecdn.metrics import Metrics
 from edgecdn.policy import immutable
-from edgecdn.policy.admit import Exchange, NotStorable, admit
+from edgecdn.policy.admit import REQUEST_SHAPED, Exchange, NotStorable, admit
 from edgecdn.policy.key import variant_key
 from edgecdn.policy.revalidate import conditional_headers, merge_304, validators_match
 
 log = logging.getLogger("edgecdn.fill")
 
-HIT_FOR_MISS_MAX = 100_000  # markers kept at most (oldest dropped first)
+HIT_FOR_MISS_MAX = 100_000  # markers kept at most (oldest dropped first); also failed keys kept
+HEAD_MARGIN_S = 5.0  # a waiter waits origin.retry_deadline plus this for a head, then the flight fails
+SETTLE_BUCKETS = 4096  # per-key settle counters, by hash: a collision costs a spare lookup, nothing else
 UNCLAIMED_RESPONSE_S = 10.0  # an uncacheable response nobody took is closed after this
 ERROR_STATUSES = frozenset({500, 502, 503, 504})  # RFC 5861 §4: "errors" for stale-if-error
 
@@ -147,8 +151,14 @@ class Coalescer:
         self._active: set[Flight] = set()  # every running fill, joinable or not, until its write ends
         self._tasks: set[asyncio.Task[None]] = set()
         self._hit_for_miss: OrderedDict[str, float] = OrderedDict()
+        self._failed: OrderedDict[str, tuple[float, Failed]] = OrderedDict()  # key: (until, failure)
+        # primary -> (Vary names, flight) while a fill re-keyed to its variant runs: joiners key alike.
+        self._varying: dict[str, tuple[tuple[str, ...], Flight]] = {}
+        tokens = tuple(r.token_header for r in cfg.access.paths if r.token_header)
+        self.allow = fill_allow((*cfg.origin.forward_headers, *tokens))
         # Counts flights leaving the table; a lookup that raced one of them looks again.
         self.settled = 0
+        self._settles = [0] * SETTLE_BUCKETS
 
     @property
     def in_flight(self) -> int:
@@ -158,8 +168,25 @@ class Coalescer:
         """Is a shared fill for `key` running? (Joining it costs the origin nothing.)"""
         return key in self._flights
 
+    def settled_for(self, primary: str) -> int:
+        """Moves whenever a flight of `primary` leaves the table (its object is in the store by then).
+
+        A lookup that found nothing while this moved raced that flight's end: it looks again.
+        """
+        return self._settles[hash(primary) % SETTLE_BUCKETS]
+
     def join(self, key: str, req: FillRequest, *, shared: bool = True) -> tuple[Flight, bool]:
         """Join the flight for `key`, starting it if there is none; True when this call started it."""
+        varying = self._varying.get(key)
+        if varying is not None:
+            key = variant_key(key, varying[0], CIMultiDict(req.headers))
+        failed = self._recent_failure(key)
+        if failed is not None:
+            self.metrics.coalesced.inc()
+            settled = Flight(key, req.primary)
+            settled.head.set_result(failed)
+            settled.join()
+            return settled, False
         flight = self._flights.get(key) if shared else None
         owner = flight is None
         if flight is None:
@@ -170,14 +197,34 @@ class Coalescer:
             task = asyncio.create_task(self._run(flight, req))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            bound = self.cfg.origin.retry_deadline + HEAD_MARGIN_S
+            overdue = asyncio.get_running_loop().call_later(bound, self._overdue, flight, task, bound)
+            flight.head.add_done_callback(lambda _: overdue.cancel())
         else:
             self.metrics.coalesced.inc()
         flight.join()
         return flight, owner
 
+    def _recent_failure(self, key: str) -> Failed | None:
+        entry = self._failed.get(key)
+        if entry is None:
+            return None
+        if entry[0] < clock.monotonic():
+            del self._failed[key]
+            return None
+        return entry[1]
+
+    def _overdue(self, flight: Flight, task: asyncio.Task[None], bound: float) -> None:
+        """No head after the bound: every waiter gets a 504 now, and the stuck fill is cancelled."""
+        if flight.head.done():
+            return
+        log.error("fill of %s had no response head after %.0fs: cancelled", flight.primary, bound)
+        self._settle(flight, Failed(OriginTimeout(f"no response head within {bound:.0f}s")))
+        task.cancel()
+
     def refresh(self, key: str, req: FillRequest) -> None:
         """Start a background revalidation unless one is already running (stale-while-revalidate)."""
-        if key in self._flights:
+        if key in self._flights or self._recent_failure(key) is not None:
             return
         flight, _ = self.join(key, req)
         flight.leave()
@@ -192,8 +239,10 @@ class Coalescer:
         return True
 
     def forget(self, primary: str) -> None:
-        """Drop what is known about a key: its hit-for-miss marker, and in-flight fills stop storing."""
+        """Drop what is known about a key: its hit-for-miss marker and a recent failure."""
         self._hit_for_miss.pop(primary, None)
+        for key in [k for k in self._failed if k.partition("\x00")[0] == primary]:
+            del self._failed[key]
 
     async def purge(self, match: Callable[[str, tuple[str, ...] | None], bool]) -> int:
         """Doom the running fills whose (primary, tags) match, so none of them stores anything.
@@ -233,33 +282,88 @@ class Coalescer:
         except asyncio.CancelledError:
             self._settle(flight, Failed(OriginError("fill cancelled")))
             raise
+        except Exception:
+            # A bug or an unexpected library error: logged once, and every waiter gets a 502 at once.
+            log.exception("fill of %s failed unexpectedly", req.primary)
+            self.metrics.fills.labels("failed").inc()
+            self._settle(flight, Failed(OriginError("fill failed")))
         finally:
             self.metrics.flights.dec()
             self._unregister(flight)
             self._active.discard(flight)
 
     def _unregister(self, flight: Flight) -> None:
+        varying = self._varying.get(flight.primary)
+        if varying is not None and varying[1] is flight:
+            del self._varying[flight.primary]
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
             self.settled += 1
+            self._settles[hash(flight.primary) % SETTLE_BUCKETS] += 1
 
     def _settle(self, flight: Flight, head: FlightHead) -> None:
         if not flight.head.done():
             flight.head.set_result(head)
+            if isinstance(head, Failed):
+                self._remember_failure(flight, head)
         if not isinstance(head, Storing):
             self._unregister(flight)
 
+    def _remember_failure(self, flight: Flight, head: Failed) -> None:
+        """A struggling origin is asked once per `cache.error_ttl` (a wrong versioned body is not one).
+
+        Only a shared flight speaks for its key: one that ran alone (a request with Authorization, a
+        hit-for-miss pass) failed for its own request, not for everybody's.
+        """
+        if flight.doomed or self.cfg.cache.error_ttl <= 0 or isinstance(head.error, HashMismatch):
+            return
+        if self._flights.get(flight.key) is not flight:
+            return
+        now = clock.monotonic()
+        self._failed[flight.key] = (now + self.cfg.cache.error_ttl, head)
+        self._failed.move_to_end(flight.key)
+        # One TTL for all: the oldest entries expire first, so the table holds about one window's failures.
+        while self._failed and (
+            len(self._failed) > HIT_FOR_MISS_MAX or next(iter(self._failed.values()))[0] < now
+        ):
+            self._failed.popitem(last=False)
+
     async def _fetch(self, flight: Flight, req: FillRequest) -> None:
-        headers = upstream_headers(req.headers, client_ip=req.client_ip, drop=FILL_DROP)
+        base = upstream_headers(req.headers, client_ip=req.client_ip, allow=self.allow)
+        # The client's own range: asked for when the object is known not to be kept (too large, or
+        # uncacheable), so a few bytes of it never pull the whole body (slicing is not done here).
+        ranged = tuple((n, v) for n, v in req.headers if n.lower() in ("range", "if-range"))
+        ranged = base + ranged if any(n.lower() == "range" for n, _ in ranged) else ()
+        headers = base
         if req.revalidate is not None:
             headers += tuple(conditional_headers(req.revalidate.stored).items())
+        elif ranged and self.is_hit_for_miss(req.primary, now=clock.now()):
+            headers = ranged
         request_time = clock.now()
         try:
             resp = await self._send(req, headers)
         except OriginError as e:
-            self.metrics.fills.labels("failed").inc()
-            self._settle(flight, Failed(e))
+            self._fail(flight, e)
             return
+        try:
+            await self._answered(
+                flight, req, resp, base, ranged if headers is not ranged else (), request_time
+            )
+        except BaseException:
+            if not flight.head.done():  # nobody took the response: its connection is not reused
+                resp.abort()
+            raise
+
+    async def _answered(
+        self,
+        flight: Flight,
+        req: FillRequest,
+        resp: OriginResponse,
+        base: Headers,
+        ranged: Headers,
+        request_time: float,
+    ) -> None:
+        """Admission of the origin's answer: revalidated, failed, uncacheable, or a fill to run."""
         response_time = clock.now()
         old = req.revalidate
         if old is not None and resp.status == 304 and validators_match(old.stored, resp.headers):
@@ -286,7 +390,7 @@ class Coalescer:
             return
         if old is not None and resp.status in ERROR_STATUSES:
             resp.release()
-            self._settle(flight, Failed(_status_error(resp.status)))
+            self._settle(flight, Failed(status_error(resp.status)))
             return
         has_auth = any(n.lower() == "authorization" for n, _ in req.headers)
         versioned = req.expect_hash is not None and resp.status == 200
@@ -297,12 +401,22 @@ class Coalescer:
         )
         if versioned and not isinstance(verdict, NotStorable):
             verdict = immutable.pin(verdict)
+        if isinstance(verdict, NotStorable) and resp.status >= 500 and resp.status not in REQUEST_SHAPED:
+            # An origin in trouble: its waiters (and joiners for cache.error_ttl) share this one failure.
+            resp.release()
+            self._fail(flight, status_error(resp.status))
+            return
         if isinstance(verdict, NotStorable):
             self.metrics.fills.labels("uncacheable").inc()
             if not has_auth:  # an answer to Authorization says nothing of other requests' answers
-                self._hit_for_miss[req.primary] = response_time + self.cfg.cache.hit_for_miss
-                while len(self._hit_for_miss) > HIT_FOR_MISS_MAX:
-                    self._hit_for_miss.popitem(last=False)
+                self._mark_hit_for_miss(req.primary, response_time)
+            if verdict is NotStorable.TOO_LARGE and ranged:
+                resp.abort()  # the client wants a part of an object this edge will not keep: ask for it
+                try:
+                    resp = await self._send(req, ranged)
+                except OriginError as e:
+                    self._fail(flight, e)
+                    return
             flight._offer(resp)
             self._settle(flight, Uncacheable(verdict, resp.status))
             return
@@ -311,6 +425,7 @@ class Coalescer:
             flight,
             req,
             resp,
+            base,
             Entry(
                 key=variant_key(req.primary, verdict.vary, CIMultiDict(req.headers)),
                 primary=req.primary,
@@ -318,18 +433,30 @@ class Coalescer:
             ),
         )
 
+    def _fail(self, flight: Flight, error: OriginError) -> None:
+        self.metrics.fills.labels("failed").inc()
+        self._settle(flight, Failed(error))
+
+    def _mark_hit_for_miss(self, primary: str, now: float) -> None:
+        self._hit_for_miss[primary] = now + self.cfg.cache.hit_for_miss
+        self._hit_for_miss.move_to_end(primary)
+        while len(self._hit_for_miss) > HIT_FOR_MISS_MAX:
+            self._hit_for_miss.popitem(last=False)
+
     async def _send(self, req: FillRequest, headers: Headers) -> OriginResponse:
         """The pool's retry loop: next origin on a retryable error or a retry status."""
         return await self.pool.send(
             self.client, "GET", req.target, headers, key=req.primary, client_ip=req.client_ip
         )
 
-    def _body(self, req: FillRequest, resp: OriginResponse) -> AsyncIterator[bytes]:
+    def _body(self, req: FillRequest, resp: OriginResponse, headers: Headers) -> AsyncIterator[bytes]:
         """The origin body; one that breaks mid-way resumes from the next origin (fetch/resume.py)."""
-        want = ResumeTarget(req.primary, req.target, req.headers, req.client_ip, req.expect_hash is not None)
+        want = ResumeTarget(req.primary, req.target, headers, req.client_ip, req.expect_hash is not None)
         return resumable_body(self.client, self.pool, want, resp)
 
-    async def _fill(self, flight: Flight, req: FillRequest, resp: OriginResponse, entry: Entry) -> None:
+    async def _fill(
+        self, flight: Flight, req: FillRequest, resp: OriginResponse, headers: Headers, entry: Entry
+    ) -> None:
         length_field = get_one(resp.headers, "content-length")
         length = int(length_field) if length_field and length_field.isdigit() else None
         cfg = self.cfg.cache
@@ -351,6 +478,9 @@ class Coalescer:
         if entry.key != flight.key and self._flights.get(flight.key) is flight:
             del self._flights[flight.key]  # re-key to the variant: other variants start their own
             self._flights.setdefault(entry.key, flight)
+            if flight.key == flight.primary:
+                # Until the store has the Vary marker, joiners of the primary are keyed by these names too.
+                self._varying[flight.primary] = (entry.stored.vary, flight)
             flight.key = entry.key
         expect = req.expect_hash if resp.status == 200 else None
         # A small versioned body is verified before its head is shown, so a mismatch can still be a 502.
@@ -360,7 +490,7 @@ class Coalescer:
         hasher = xxhash.xxh3_64() if expect is not None else None
         held = b""  # a versioned body's newest chunk: readers get the last bytes only once verified
         try:
-            async for chunk in self._body(req, resp):
+            async for chunk in self._body(req, resp, headers):
                 if hasher is not None:
                     hasher.update(chunk)  # ~10 GB/s: per chunk on the loop costs microseconds
                     chunk, held = held, chunk
@@ -404,6 +534,7 @@ class Coalescer:
         try:
             if fill.received > self.cfg.cache.max_object_size:
                 self.metrics.fills.labels("too_large").inc()
+                self._mark_hit_for_miss(entry.primary, clock.now())
                 return
             if flight.doomed:
                 self.metrics.fills.labels("purged").inc()
@@ -424,10 +555,3 @@ class Coalescer:
             self._unregister(flight)
             fill.end()
             fill.release()
-
-
-def _status_error(status: int) -> OriginError:
-    err = OriginError(f"origin answered {status}")
-    err.status = status
-    err.detail = f"origin-{status}"
-    return err

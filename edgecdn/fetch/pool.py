@@ -17,7 +17,7 @@ from typing import Any
 from edgecdn import clock
 from edgecdn.config import OriginConfig, OriginServer
 from edgecdn.errors import ConfigError, OriginError, OriginTimeout
-from edgecdn.fetch.client import OriginClient, OriginResponse, with_cdn_loop
+from edgecdn.fetch.client import OriginClient, OriginResponse, status_error, with_cdn_loop
 from edgecdn.http.fields import Headers
 from edgecdn.metrics import Metrics
 from edgecdn.policy.balance import OriginSpec, Policy, make_balancer
@@ -187,12 +187,5 @@ class OriginPool:
             if not idempotent or n == tries - 1 or clock.monotonic() >= deadline:
                 return resp
             resp.release()
-            error = _status_error(origin, resp.status)
+            error = status_error(resp.status, origin)
         raise error
-
-
-def _status_error(origin: str, status: int) -> OriginError:
-    err = OriginError(f"{origin} answered {status}")
-    err.status = status
-    err.detail = f"origin-{status}"
-    return err

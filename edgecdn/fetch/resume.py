@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from edgecdn.errors import OriginBodyError, OriginError
-from edgecdn.fetch.client import FILL_DROP, OriginClient, OriginResponse, upstream_headers
+from edgecdn.fetch.client import OriginClient, OriginResponse
 from edgecdn.fetch.pool import OriginPool
 from edgecdn.http.fields import Headers, get_one
 
@@ -28,7 +28,7 @@ class ResumeTarget:
 
     primary: str
     target: str
-    headers: Headers  # the starting client's request fields
+    headers: Headers  # the fill's own upstream fields (client fields already filtered)
     client_ip: str | None
     versioned: bool = False  # the name pins the content (the fill verifies its hash)
 
@@ -91,8 +91,7 @@ async def _resume(
     if not order:
         pool.metrics.fill_resumes.labels("no_origin").inc()
         raise error
-    headers = upstream_headers(want.headers, client_ip=want.client_ip, drop=FILL_DROP)
-    headers += (("Range", f"bytes={received}-"),) + ((("If-Range", etag),) if etag else ())
+    headers = want.headers + (("Range", f"bytes={received}-"),) + ((("If-Range", etag),) if etag else ())
     try:
         nxt = await pool.send(
             client, "GET", want.target, headers, key=want.primary, client_ip=want.client_ip, origins=order

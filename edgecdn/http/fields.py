@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 # Hop-by-hop fields: meaningful for one connection only, never stored or forwarded.
 HOP_BY_HOP = frozenset(
@@ -29,6 +30,38 @@ EDGE_TARGETED = frozenset({"cdn-cache-control", "edgecdn-cache-control"})
 
 # RFC 9111 §3.2: a 304 updates stored fields, except those that describe the stored body itself.
 NOT_UPDATED_BY_304 = frozenset({"content-length", "content-encoding", "content-type", "content-range"})
+
+# Request fields that claim to describe the client's original request (host, scheme, target, address).
+# Any client can send them, so they are never forwarded as sent: the edge sets X-Forwarded-For and Via.
+SPOOFABLE_FORWARDING = frozenset(
+    {
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-scheme",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-ssl",
+        "x-original-url",
+        "x-original-host",
+        "x-rewrite-url",
+        "x-host",
+        "x-http-host-override",
+        "x-real-ip",
+        "true-client-ip",
+        "via",
+        "host",
+    }
+)
+
+# The only client fields a cacheable request (a fill) forwards, besides `origin.forward_headers` (so
+# method overrides, cookies and the like never reach the origin on a request whose answer is shared): each
+# either is keyed (Accept-Encoding, normalised), is checked against the stored response (Authorization,
+# RFC 9111 §3.5), only chooses among representations the origin declares with Vary (Accept), or is
+# extended by the edge and must reach the next tier (CDN-Loop, RFC 8586 §2; Via).
+FILL_FORWARD = frozenset({"accept", "accept-encoding", "authorization", "cdn-loop"})
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -67,3 +100,23 @@ def get_one(headers: Iterable[tuple[str, str]], name: str) -> str | None:
 def split_list(values: Iterable[str]) -> list[str]:
     """Elements of a comma-separated list field (RFC 9110 §5.6.1), empty ones dropped."""
     return [p.strip() for v in values for p in v.split(",") if p.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """A set of field names, lower-case; a pattern ending in `*` admits every name with that prefix."""
+
+    names: frozenset[str]
+    prefixes: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, patterns: Iterable[str]) -> Allow:
+        pats = [p.strip().lower() for p in patterns if p.strip()]
+        prefixes = tuple(p[:-1] for p in pats if p.endswith("*"))
+        return cls(frozenset(p for p in pats if not p.endswith("*")), prefixes)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        lname = name.lower()
+        return lname in self.names or any(lname.startswith(p) for p in self.prefixes)

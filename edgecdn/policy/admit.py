@@ -38,6 +38,12 @@ class NotStorable(enum.Enum):
     NO_FRESHNESS = "zero-ttl"
     TOO_LARGE = "too-large"
     REQUEST_NO_STORE = "request-no-store"
+    REQUEST_ERROR = "request-error"
+
+
+# Answers that describe the request that caused them (its method, size, fields), not the resource: stored,
+# one client's malformed or oversized request would become everybody's answer (HHO, HMC, method override).
+REQUEST_SHAPED = frozenset({400, 405, 408, 411, 413, 414, 417, 431, 501})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,8 @@ def admit(ex: Exchange, *, cfg: CacheConfig) -> StoredResponse | NotStorable:
     """RFC 9111 §3: store this response, or say why not."""
     if ex.request_no_store:
         return NotStorable.REQUEST_NO_STORE
+    if ex.status in REQUEST_SHAPED:
+        return NotStorable.REQUEST_ERROR
     cc = effective_cache_control(ex.headers)
     # §5.2.2.3: must-understand stands in for no-store when this cache implements the status code's
     # caching rules, and forbids storing a status code it does not.

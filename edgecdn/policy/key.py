@@ -23,11 +23,53 @@ def primary_key(target: str) -> str:
     return target
 
 
+# Content codings the edge knows, in its order of preference (RFC 9110 §8.4.1); anything else is identity.
+KNOWN_CODINGS = ("br", "zstd", "gzip")
+_ALIASES = {"x-gzip": "gzip"}
+
+
+def accept_encoding(values: Iterable[str]) -> str:
+    """Accept-Encoding reduced to the one coding the edge prefers among those the client accepts.
+
+    RFC 9110 §12.5.3: a coding with q=0 is refused, `*` stands for every coding not listed. The result is
+    both what a fill sends upstream and what a `Vary: Accept-Encoding` variant is keyed by, so any client
+    falls into one of `len(KNOWN_CODINGS) + 1` variants ("identity" when it accepts none of them).
+    """
+    weights: dict[str, bool] = {}
+    star: bool | None = None
+    for element in (p.strip() for v in values for p in v.split(",")):
+        coding, _, params = element.partition(";")
+        coding = _ALIASES.get(coding.strip().lower(), coding.strip().lower())
+        accepted = not _zero_q(params)
+        if coding == "*":
+            star = accepted
+        elif coding in KNOWN_CODINGS:
+            weights[coding] = weights.get(coding, False) or accepted
+    for coding in KNOWN_CODINGS:
+        if weights.get(coding, bool(star)):
+            return coding
+    return "identity"
+
+
+def _zero_q(params: str) -> bool:
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return float(value.strip()) == 0.0
+            except ValueError:
+                return False
+    return False
+
+
 def vary_values(names: Iterable[str], headers: HeaderView) -> tuple[str, ...]:
     """The normalized values of the Vary-nominated request fields (RFC 9111 §4.1)."""
     out = []
     for name in names:
         values = headers.getall(name, [])
+        if name.lower() == "accept-encoding":
+            out.append(accept_encoding(values))
+            continue
         # Combine field lines and fold whitespace so trivially different requests share a variant.
         out.append(",".join(",".join(p.strip() for p in v.split(",")) for v in values).lower())
     return tuple(out)

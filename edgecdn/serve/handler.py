@@ -55,6 +55,7 @@ from edgecdn.serve import access, proxy, respond, shed
 
 log = logging.getLogger("edgecdn.handler")
 
+MAX_LOOKUPS = 4  # a lookup that raced fills of its key ending looks again, at most this often in all
 MAX_VARY_RETRIES = 2  # a waiter whose variant differs from the fill's looks up again at most this often
 
 
@@ -123,11 +124,12 @@ class Handler:
         if hit is not None:
             return hit
         try:
-            settled = self.coalescer.settled
-            found = await self.store.lookup(primary, request.headers)
-            if found is None and self.coalescer.settled != settled:
-                # A fill finished while we were in the disk index: it may have stored this object.
+            for _ in range(MAX_LOOKUPS):
+                settled = self.coalescer.settled_for(primary)
                 found = await self.store.lookup(primary, request.headers)
+                if found is not None or self.coalescer.settled_for(primary) == settled:
+                    break
+                # A fill of this key finished while we were in the disk index: it has stored the object.
             return found
         except StorageError as e:
             self.metrics.storage_errors.inc()

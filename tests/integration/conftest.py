@@ -36,6 +36,16 @@ HERE = Path(__file__).resolve().parent
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+# The test origin's hook fields (origin/hooks.py) reach it only when the edge forwards them on fills.
+HOOK_FIELDS = (
+    "--forward-header",
+    "X-Test-*",
+    "--forward-header",
+    "X-Set-*",
+    "--forward-header",
+    "X-Remove-*",
+)
+
 _STARTED: list[Proc] = []  # every process any test started, stopped at the latest when the run ends
 
 
@@ -243,7 +253,7 @@ def edge(tmp_path: Path) -> Iterator[EdgeFactory]:
             cache_dir = tmp_path / f"edge-cache-{len(started)}"
         cache_dir.mkdir(parents=True, exist_ok=True)
         args = ["serve", "--origin", origin_url, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
-        proc = Proc("edgecdn", *args, "--cache-dir", str(cache_dir), *extra)
+        proc = Proc("edgecdn", *args, "--cache-dir", str(cache_dir), *HOOK_FIELDS, *extra)
         started.append(proc)
         return proc
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from tests.integration.conftest import REPO, OriginClient, Proc
+from tests.integration.conftest import HOOK_FIELDS, REPO, OriginClient, Proc
 
 ADMIN = re.compile(r"\(admin (http://\S+)\)")
 
@@ -43,6 +43,7 @@ def start_edge(origin_url: str, cache: Path, *extra: str) -> Proc:
         "127.0.0.1:0",
         "--cache-dir",
         str(cache),
+        *HOOK_FIELDS,
         *extra,
     )
 

@@ -60,8 +60,7 @@ async def test_prefetch_fails_with_1_and_lists_failures(
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert (
-        f"failed: {admin_url(live)} /_test/blob/10?t=cli-bad: not storable: status (origin answered 500)"
-        in result.stdout
+        f"failed: {admin_url(live)} /_test/blob/10?t=cli-bad: origin answered 500 (origin-500)" in result.stdout
     )
     assert result.stdout.count(f"failed: {dead_admin}") == 2
     assert "cannot connect" in result.stdout

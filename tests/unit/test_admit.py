@@ -29,6 +29,12 @@ def cc(value: str) -> tuple[str, str]:
 
 
 NOT_STORED = [
+    ("request-shaped-400-explicit", ex(400, cc("max-age=60")), NotStorable.REQUEST_ERROR),
+    ("request-shaped-405-heuristic", ex(405, ("Last-Modified", DATE)), NotStorable.REQUEST_ERROR),
+    ("request-shaped-413", ex(413, cc("public, max-age=60")), NotStorable.REQUEST_ERROR),
+    ("request-shaped-414-heuristic", ex(414), NotStorable.REQUEST_ERROR),
+    ("request-shaped-431", ex(431, cc("s-maxage=60")), NotStorable.REQUEST_ERROR),
+    ("request-shaped-501-heuristic", ex(501), NotStorable.REQUEST_ERROR),
     (
         "rfc9111-5.2.1.5-request-no-store",
         ex(200, cc("max-age=60"), request_no_store=True),

@@ -3,7 +3,7 @@
 import pytest
 from multidict import CIMultiDict
 
-from edgecdn.policy.key import key_digest, primary_key, variant_key, vary_values
+from edgecdn.policy.key import accept_encoding, key_digest, primary_key, variant_key, vary_values
 
 
 def hdrs(*pairs: tuple[str, str]) -> CIMultiDict[str]:
@@ -86,9 +86,9 @@ DIFFERENT = [
     ("rfc9111-4.1-different-value", AE, hdrs(("Accept-Encoding", "gzip")), hdrs(("Accept-Encoding", "br"))),
     (
         "rfc9111-4.1-different-order",
-        AE,
-        hdrs(("Accept-Encoding", "gzip, br")),
-        hdrs(("Accept-Encoding", "br, gzip")),
+        ("accept-language",),
+        hdrs(("Accept-Language", "en, fr")),
+        hdrs(("Accept-Language", "fr, en")),
     ),
     ("rfc9111-4.1-absent-vs-present", AE, hdrs(), hdrs(("Accept-Encoding", "gzip"))),
     (
@@ -129,8 +129,51 @@ def test_variant_key_stays_under_its_primary() -> None:
 
 
 def test_vary_values_are_normalized() -> None:
-    request = hdrs(("Accept-Encoding", " GZIP ,  br"), ("Accept-Encoding", "zstd"))
-    assert vary_values(("accept-encoding", "accept"), request) == ("gzip,br,zstd", "")
+    request = hdrs(("Accept-Language", " EN ,  fr"), ("Accept-Language", "de"), ("Accept-Encoding", "GZIP"))
+    assert vary_values(("accept-language", "accept", "accept-encoding"), request) == ("en,fr,de", "", "gzip")
+
+
+@pytest.mark.parametrize(
+    ("values", "want"),
+    [
+        ([], "identity"),
+        (["gzip, deflate, br, zstd"], "br"),
+        (["br;q=0, gzip"], "gzip"),
+        (["BR;Q=0.0, zstd;q=0.1, gzip;q=1"], "zstd"),
+        (["x-gzip"], "gzip"),
+        (["deflate, compress"], "identity"),
+        (["*"], "br"),
+        (["*;q=0, gzip"], "gzip"),
+        (["br;q=0", "*"], "zstd"),
+        (["gzip;q=zz"], "gzip"),
+        (["identity"], "identity"),
+        (["gzip;q=0, gzip"], "gzip"),
+    ],
+    ids=[
+        "absent-identity",
+        "edge-preference-order",
+        "rfc9110-12.5.3-q0-refused",
+        "q-values-only-refuse",
+        "alias",
+        "unknown-codings-identity",
+        "star-any",
+        "star-refused-listed-kept",
+        "star-except-refused",
+        "bad-q-accepted",
+        "identity-only",
+        "any-accepting-element-wins",
+    ],
+)
+def test_accept_encoding_is_one_known_coding(values: list[str], want: str) -> None:
+    assert accept_encoding(values) == want
+
+
+def test_fifty_accept_encodings_make_at_most_four_variants() -> None:
+    codings = ["gzip", "br", "zstd", "deflate", "x-gzip", "identity", "*", "compress"]
+    values = {f"{a};q=0.{i % 10}, {b}" for i, a in enumerate(codings) for b in codings}
+    assert len(values) >= 50
+    keys = {variant_key("/x", AE, hdrs(("Accept-Encoding", v))) for v in values}
+    assert len(keys) <= 4
 
 
 def test_key_digest_is_fixed_size_and_stable() -> None:

@@ -82,3 +82,31 @@ def test_url_signing_keys_are_checked_in_full_at_load(tmp_path: Path) -> None:
 def test_signed_paths_need_keys(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^access.paths\[0\]: signed URLs need access.keys"):
         load(tmp_path, '[[access.paths]]\nprefix = "/p/"\n')
+
+
+def test_forward_headers_and_error_ttl(tmp_path: Path) -> None:
+    cfg = load(
+        tmp_path,
+        'origins = ["http://a:1"]\n[origin]\nforward_headers = ["X-Site", "X-Test-*"]\n'
+        '[cache]\nerror_ttl = "2s"\n',
+    )
+    assert cfg.origin.forward_headers == ("X-Site", "X-Test-*")
+    assert cfg.cache.error_ttl == 2.0
+
+
+@pytest.mark.parametrize("bad", ['["X Site"]', '["a*b"]', '["*"]', '[""]', "[1]"])
+def test_forward_headers_must_be_field_names(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ConfigError, match="forward_headers"):
+        load(tmp_path, f'origins = ["http://a:1"]\n[origin]\nforward_headers = {bad}\n')
+
+
+def test_forward_header_flag_adds_to_the_file(tmp_path: Path) -> None:
+    from edgecdn import cli
+
+    path = tmp_path / "edge.toml"
+    path.write_text('origins = ["http://a:1"]\n[origin]\nforward_headers = ["X-Site"]\n')
+    args = cli.build_parser().parse_args(["serve", "-c", str(path), "--forward-header", "X-Test-*"])
+    assert cli.config_from_args(args).origin.forward_headers == ("X-Site", "X-Test-*")
+    bad = cli.build_parser().parse_args(["serve", "-c", str(path), "--forward-header", "X Y"])
+    with pytest.raises(ConfigError, match="--forward-header"):
+        cli.config_from_args(bad)

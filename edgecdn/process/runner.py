@@ -56,7 +56,7 @@ async def serve(cfg: Config) -> int:
     edge = Edge(cfg)
     await edge.start()
     public = web.ServerRunner(public_server(edge), shutdown_timeout=SHUTDOWN_GRACE_S)
-    admin = web.AppRunner(admin_app(edge), access_log=None)
+    admin = web.AppRunner(admin_app(edge), access_log=None, auto_decompress=False)
     await public.setup()
     await admin.setup()
     try:

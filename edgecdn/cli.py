@@ -87,11 +87,16 @@ def config_from_args(args: argparse.Namespace) -> Config:
         interval = config_mod.parse_duration(args.follow_changes, "--follow-changes")
         cfg = dataclasses.replace(cfg, sync=dataclasses.replace(cfg.sync, poll_interval=interval))
     cfg = dataclasses.replace(cfg, server=server, cache=cache, admin=admin)
+    check_servable(cfg)
+    return cfg
+
+
+def check_servable(cfg: Config) -> None:
+    """The one validation `serve` and `check-config` share: what one refuses, the other refuses alike."""
     validate(cfg)
     check_admin_keys(cfg)
     if not cfg.origins:
         raise ConfigError("origins: at least one origin is required (--origin URL or origins = [...])")
-    return cfg
 
 
 def check_admin_keys(cfg: Config) -> None:
@@ -118,7 +123,7 @@ def _check_config_arguments(p: argparse.ArgumentParser) -> None:
 
 def _check_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
-    check_admin_keys(cfg)
+    check_servable(cfg)
     print(f"{args.file}: ok ({len(cfg.origins)} origin(s), {len(cfg.cache.rules)} cache rule(s))")
     return 0
 

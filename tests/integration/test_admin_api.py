@@ -416,9 +416,7 @@ async def test_compressed_admin_bodies_are_verified_as_received_never_inflated(s
         bombed = await admin_call(
             s, admin, "PUT", "/_edge/push/gz/bomb", bomb, sign_body=b"other", headers=gz
         )
-        pushed = await admin_call(
-            s, admin, "PUT", "/_edge/push/gz/ok.txt", body, headers=gz
-        )
+        pushed = await admin_call(s, admin, "PUT", "/_edge/push/gz/ok.txt", body, headers=gz)
         served = await get(s, edge.url + "/gz/ok.txt")
         signed_purge = await admin_call(
             s, admin, "POST", "/_edge/purge", gzip.compress(b'{"urls": ["/x"]}'), headers=gz

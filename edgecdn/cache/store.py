@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import IO, ParamSpec, TypeVar
 
-from edgecdn.cache.disk import DiskTier, SpooledBody
+from edgecdn.cache.disk import DiskTier, SpooledBody, storage_error
 from edgecdn.cache.entry import Entry, VaryMarker
 from edgecdn.cache.faults import Faults
 from edgecdn.cache.fill import Fill
@@ -38,6 +37,23 @@ class DiskObject:
 
 
 Found = MemoryObject | DiskObject
+
+
+class _RecordedFill(Fill):
+    """A Fill whose failed writes leave as StorageErrors, recorded by cause."""
+
+    faults: Faults | None = None
+
+    async def flush(self) -> None:
+        try:
+            await super().flush()
+        except OSError as e:
+            err = storage_error("writing a body failed", e)
+            if self.faults is not None:
+                self.faults.record(err)
+            raise err from e
+
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -53,10 +69,18 @@ class Store:
         self.generation = 0
         self.variants_evicted = 0  # variants dropped by the cache.max_variants cap, both tiers
 
-    @property
-    def tmp_dir(self) -> Path:
-        """Where fills write bodies until they are committed (moved into the disk tier)."""
-        return self.disk.tmp
+    async def new_fill(self, name: str, *, memory_limit: int) -> Fill:
+        """A body on its way in, written below the disk tier's tmp directory; its write errors are
+        StorageErrors, recorded here (a disk full mid-fill is counted as ENOSPC, then the fill fails)."""
+        try:
+            fill = await _RecordedFill.create(self.disk.tmp, name, memory_limit=memory_limit)
+        except OSError as e:
+            err = storage_error("creating a body file failed", e)
+            self.faults.record(err)
+            raise err from e
+        assert isinstance(fill, _RecordedFill)
+        fill.faults = self.faults
+        return fill
 
     async def blocking(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking disk-tier call in a thread; a StorageError is recorded once, then raised."""

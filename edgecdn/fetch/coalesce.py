@@ -332,10 +332,8 @@ class Coalescer:
         body_name = new_body_name(entry.key)
         entry = replace(entry, body_name=body_name)
         try:
-            fill = await Fill.create(
-                self.store.disk.tmp, body_name, memory_limit=cfg.memory_object_max if small else 0
-            )
-        except OSError as e:
+            fill = await self.store.new_fill(body_name, memory_limit=cfg.memory_object_max if small else 0)
+        except StorageError as e:
             log.warning("cannot create fill file: %s", e)
             self.metrics.storage_errors.inc()
             flight._offer(resp)

@@ -120,19 +120,23 @@ class Pusher:
         """Stream the body to a temporary file, verify the signature over it, then commit."""
         name = new_body_name(push.key)
         try:
-            fill = await Fill.create(self.store.tmp_dir, name, memory_limit=self.cfg.memory_object_max)
-        except OSError as e:
+            fill = await self.store.new_fill(name, memory_limit=self.cfg.memory_object_max)
+        except StorageError as e:
             raise AdminError(503, "push failed in the store", str(e)) from None
         fill.acquire()
         try:
             hasher = body_hasher()
             content = xxhash.xxh3_64() if push.expect_hash is not None else None
-            async for chunk in body:
-                hasher.update(chunk)
-                if content is not None:
-                    content.update(chunk)
-                await fill.append(chunk)
-            await fill.flush()
+            try:
+                async for chunk in body:
+                    hasher.update(chunk)
+                    if content is not None:
+                        content.update(chunk)
+                    await fill.append(chunk)
+                await fill.flush()
+            except StorageError as e:
+                fill.fail(e)
+                raise AdminError(503, "push failed in the store", str(e)) from None
             guard.check(request, hasher.hexdigest())
             if content is not None and content.hexdigest() != push.expect_hash:
                 self.metrics.hash_mismatches.inc()

@@ -111,11 +111,25 @@ class Store:
             if isinstance(found, DiskObject):
                 found.file.close()
             return None
-        if marker is not None and not isinstance(self.memory.peek(primary), VaryMarker):
-            self.memory.put(primary, marker)  # never over a newer marker `remember` wrote meanwhile
+        if marker is not None:
+            self._adopt_marker(primary, marker)
         if isinstance(found, MemoryObject):
             self.memory.put(found.entry.key, found)
         return found
+
+    def _adopt_marker(self, primary: str, disk: VaryMarker) -> None:
+        """Bring the disk marker (other processes' variants) into memory without losing the variants
+        `remember` listed meanwhile; what the merge drops leaves the memory tier."""
+        mem = self.memory.peek(primary)
+        if isinstance(mem, VaryMarker):
+            if mem.names != disk.names:
+                return  # memory already holds a newer Vary, written after this disk read began
+            extra = tuple(v for v in mem.variants if v not in disk.variants)
+            disk = VaryMarker(disk.names, (*disk.variants, *extra)[-self.cfg.max_variants :])
+            for key in mem.variants:
+                if key not in disk.variants:
+                    self.memory.discard(key)
+        self.memory.put(primary, disk)
 
     def _lookup_disk(self, primary: str, headers: HeaderView) -> tuple[VaryMarker | None, Found | None]:
         item = self.disk.get(primary)

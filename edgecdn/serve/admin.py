@@ -169,6 +169,8 @@ def admin_app(edge: Edge) -> web.Application:
         except web.HTTPException as e:
             log.info("admin %s %s: %d %s", request.method, request.path[:200], e.status, e.reason)
             return json_error(e.status, e.reason)
+        except StorageError as e:  # recorded (counted, logged) by the store where it happened
+            return json_error(503, "storage unavailable", e.cause)
 
     app = web.Application(middlewares=[errors], client_max_size=cfg.admin.max_body)
     app.router.add_get("/metrics", metrics)

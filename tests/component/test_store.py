@@ -183,3 +183,14 @@ async def test_storage_faults_are_logged_once_per_cause(
     store.faults.record(StorageError("disk full", "ENOSPC"))
     lines = [r.getMessage() for r in caplog.records if r.name == "edgecdn.storage"]
     assert len(lines) == 2 and store.faults.counts == {"EIO": 50, "ENOSPC": 1}
+
+
+async def test_variants_another_process_stored_are_adopted_into_this_memory_tier(tmp_path: Path) -> None:
+    one, other = store_in(tmp_path), store_in(tmp_path)  # two workers sharing one disk tier
+    await fill_and_commit(one, PRIMARY, b"a", VARY, "a")
+    await fill_and_commit(other, PRIMARY, b"b", VARY, "b")
+    assert one.lookup_memory(PRIMARY, headers("b")) is None
+    assert await one.lookup(PRIMARY, headers("b")) is not None  # from disk, listed by the disk marker
+    hit_b, hit_a = one.lookup_memory(PRIMARY, headers("b")), one.lookup_memory(PRIMARY, headers("a"))
+    assert hit_b is not None and hit_b.body == b"b"  # promoted and listed: the next hit is in memory
+    assert hit_a is not None and hit_a.body == b"a"  # and its own variant was not lost in the merge

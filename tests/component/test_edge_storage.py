@@ -17,6 +17,7 @@ from edgecdn.cache import fill as fill_module
 from edgecdn.cli import build_parser, config_from_args
 from edgecdn.serve.app import Edge, public_server
 from tests.component.test_memory_hit_path import _ServerOf
+from tests.component.test_store import disk_full_after
 
 SIZE = 3 * 2**20  # past the memory tier's per-object bound: a disk object, written in several flushes
 Client = TestClient[web.Request, web.Application]
@@ -74,17 +75,7 @@ async def test_a_disk_full_mid_fill_cuts_the_client_leaves_nothing_and_is_counte
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     edge, client, _ = edge_client
-    real = fill_module._pwrite_all
-    writes = 0
-
-    def disk_full(fd: int, data: bytes, offset: int) -> None:
-        nonlocal writes
-        writes += 1
-        if writes > 1:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(fd, data, offset)
-
-    monkeypatch.setattr(fill_module, "_pwrite_all", disk_full)
+    monkeypatch.setattr(fill_module, "_pwrite_all", disk_full_after(1))
     got = await client.get("/full")
     with pytest.raises(aiohttp.ClientPayloadError):
         await got.read()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,6 +38,20 @@ def stored(size: int, vary: tuple[str, ...] = ()) -> StoredResponse:
 
 def store_in(tmp_path: Path, **cfg: object) -> Store:
     return Store(CacheConfig(dir=str(tmp_path / "cache"), **cfg), Metrics())  # type: ignore[arg-type]
+
+
+def disk_full_after(writes: int) -> Callable[[int, bytes, int], None]:
+    """A stand-in for the fill's file write: `writes` writes get through, then ENOSPC."""
+    real, done = fill_module._pwrite_all, 0
+
+    def write(fd: int, data: bytes, offset: int) -> None:
+        nonlocal done
+        done += 1
+        if done > writes:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data, offset)
+
+    return write
 
 
 def headers(value: str) -> CIMultiDict[str]:
@@ -141,16 +156,7 @@ async def test_a_full_disk_mid_fill_is_a_counted_storage_error_that_leaves_nothi
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = store_in(tmp_path)
-    writes = 0
-
-    def disk_full(fd: int, data: bytes, offset: int) -> None:
-        nonlocal writes
-        writes += 1
-        if writes > 1:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        fill_module.os.pwrite(fd, data, offset)
-
-    monkeypatch.setattr(fill_module, "_pwrite_all", disk_full)
+    monkeypatch.setattr(fill_module, "_pwrite_all", disk_full_after(1))
     fill = await store.new_fill("body", memory_limit=0)
     fill.acquire()
     await fill.append(b"a" * fill_module.FLUSH_BYTES)  # the first flush gets through

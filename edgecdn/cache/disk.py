@@ -55,6 +55,12 @@ class SpooledBody:
     size: int
 
 
+def _corrupt(e: sqlite3.DatabaseError) -> bool:
+    """SQLite says the file is not a database, or a damaged one (never for locked/busy/read-only)."""
+    name = getattr(e, "sqlite_errorname", "")
+    return name == "SQLITE_NOTADB" or name.startswith("SQLITE_CORRUPT")
+
+
 class _BodyDisk(diskcache.Disk):  # type: ignore[misc]
     """diskcache's Disk, taught to adopt a SpooledBody by rename instead of copying its bytes."""
 
@@ -92,6 +98,8 @@ class DiskTier:
             try:
                 self.index = self._open_index(max_bytes)
             except sqlite3.DatabaseError as e:
+                if not _corrupt(e):
+                    raise  # busy, locked, read-only: not a reason to set the index aside
                 self._move_aside(e)
                 self.index = self._open_index(max_bytes)
         except _FAILURES as e:

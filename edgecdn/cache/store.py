@@ -40,7 +40,7 @@ Found = MemoryObject | DiskObject
 
 
 class _RecordedFill(Fill):
-    """A Fill whose failed writes leave as StorageErrors, recorded by cause."""
+    """A Fill whose failed file writes and reads leave as StorageErrors, recorded by cause."""
 
     faults: Faults | None = None
 
@@ -48,10 +48,19 @@ class _RecordedFill(Fill):
         try:
             await super().flush()
         except OSError as e:
-            err = storage_error("writing a body failed", e)
-            if self.faults is not None:
-                self.faults.record(err)
-            raise err from e
+            raise self._fault("writing a body failed", e) from e
+
+    async def read(self, offset: int, limit: int) -> bytes:
+        try:
+            return await super().read(offset, limit)
+        except OSError as e:
+            raise self._fault("reading a body being filled failed", e) from e
+
+    def _fault(self, what: str, e: OSError) -> StorageError:
+        err = storage_error(what, e)
+        if self.faults is not None:
+            self.faults.record(err)
+        return err
 
 
 P = ParamSpec("P")
@@ -89,6 +98,10 @@ class Store:
         except StorageError as e:
             self.faults.record(e)
             raise
+        except OSError as e:  # a read of an opened body, say: the disk tier's errors all leave as one type
+            err = storage_error(getattr(fn, "__name__", "disk tier"), e)
+            self.faults.record(err)
+            raise err from e
 
     # -- lookups -----------------------------------------------------------------------------------
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from multidict import CIMultiDict
@@ -200,3 +202,44 @@ async def test_variants_another_process_stored_are_adopted_into_this_memory_tier
     hit_b, hit_a = one.lookup_memory(PRIMARY, headers("b")), one.lookup_memory(PRIMARY, headers("a"))
     assert hit_b is not None and hit_b.body == b"b"  # promoted and listed: the next hit is in memory
     assert hit_a is not None and hit_a.body == b"a"  # and its own variant was not lost in the merge
+
+
+def test_a_locked_index_is_an_error_never_moved_aside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store_in(tmp_path).close()  # a healthy index on disk
+
+    def locked(*_: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(disk_module.DiskTier, "_open_index", locked)
+    with pytest.raises(StorageError):
+        store_in(tmp_path)
+    assert list((tmp_path / "cache").glob("index.corrupt-*")) == []
+
+
+async def test_a_body_read_failing_mid_lookup_is_a_storage_error_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = store_in(tmp_path)
+    await fill_and_commit(store, "/small", b"small body")
+    store.memory.discard("/small")
+    real_open = open
+
+    class FailingRead:
+        def __init__(self, *args: Any) -> None:
+            self.f = real_open(*args)
+
+        def fileno(self) -> int:
+            return self.f.fileno()
+
+        def read(self, *_: object) -> bytes:
+            raise OSError(errno.EIO, "Input/output error")
+
+        def close(self) -> None:
+            self.f.close()
+
+    monkeypatch.setattr(disk_module, "open", FailingRead, raising=False)
+    with pytest.raises(StorageError) as e:
+        await store.lookup("/small", {})
+    assert e.value.cause == "EIO" and store.faults.counts == {"EIO": 1}

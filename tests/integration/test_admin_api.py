@@ -437,10 +437,11 @@ async def test_compressed_admin_bodies_are_verified_as_received_never_inflated(s
     ids=["not-utf8", "deep-nesting", "huge-number", "lone-surrogate", "trailing-garbage", "empty"],
 )
 async def test_a_signed_purge_whose_body_is_not_json_is_a_400(stack: Stack, raw: bytes) -> None:
-    _, _, admin, _ = stack
+    _, edge, admin, _ = stack
     async with session() as s:
         got = await admin_call(s, admin, "POST", "/_edge/purge", raw)
         health = await s.get(admin + "/_edge/health")
     assert got.status == 400, got.body
     assert json.loads(got.body)["error"] in ("bad JSON", "bad purge request")
     assert health.status == 200
+    assert "Traceback" not in edge.stderr_text()  # a client mistake is one log line, never a traceback

@@ -2,7 +2,7 @@
 
 Rules of this file: every mutating call is verified (signing.py) before it changes anything; bodies are
 capped while they stream (413), never read whole first, and verified as received (the listener never
-inflates a Content-Encoding: process/runner.py turns aiohttp's auto_decompress off); every error is JSON
+inflates a Content-Encoding: `admin_runner` turns aiohttp's auto_decompress off); every error is JSON
 `{"error", "detail"}` with a 4xx and one log line. A purge dooms in-flight fills before it deletes, so when it
 answers 200 no fill can store the old object.
 """
@@ -180,3 +180,9 @@ def admin_app(edge: Edge) -> web.Application:
     app.router.add_put(PUSH_PREFIX + "{tail:.*}", push_put)
     app.router.add_post("/_edge/push", push_urls)
     return app
+
+
+def admin_runner(edge: Edge) -> web.AppRunner:
+    """The admin listener's runner: bodies reach the handlers as received, never inflated by aiohttp
+    (a gzip bomb costs nothing before its 401, and a signature covers the bytes that were sent)."""
+    return web.AppRunner(admin_app(edge), access_log=None, auto_decompress=False)

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from edgecdn.cache.disk import storage_error
 from edgecdn.cache.entry import Entry
 from edgecdn.cache.store import Store
 from edgecdn.config import Config
@@ -172,7 +173,10 @@ class ChangeFollower:
                 applied += 1
             if page.last != since:
                 self.last[origin] = page.last
-                await asyncio.to_thread(_save, self.state_path, dict(self.last))
+                try:
+                    await asyncio.to_thread(_save, self.state_path, dict(self.last))
+                except OSError as e:
+                    raise storage_error("saving the change-log position failed", e) from e
             if not page.more:
                 return applied
         return applied

@@ -8,14 +8,22 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import aiohttp
+
 from tests.integration.conftest import EdgeFactory, OriginClient
 from tests.integration.edge_client import admin_url, get, metric, session
 
 SIZE = 2_000_000  # past the memory tier's per-object bound: answered from the disk tier
 
 
-def body_files(cache: Path) -> list[Path]:
-    return sorted((cache / "index").rglob("*.val"))
+async def committed_body(s: aiohttp.ClientSession, admin: str, cache: Path, size: int) -> Path:
+    """The body file of `size` bytes, once no fill runs any more (its fill committed it and left)."""
+    for _ in range(500):  # bounded: 10 s at most
+        if await metric(s, admin, "edgecdn_fills_in_flight") == 0:
+            (path,) = [p for p in (cache / "index").rglob("*.val") if p.stat().st_size == size]
+            return path
+        await asyncio.sleep(0.02)
+    raise AssertionError("the fill never finished")
 
 
 async def test_a_body_file_shorter_than_its_entry_is_a_miss_and_is_counted(
@@ -27,8 +35,8 @@ async def test_a_body_file_shorter_than_its_entry_is_a_miss_and_is_counted(
     path = f"/_test/blob/{SIZE}?t=truncated"
     async with session() as s:
         first = await get(s, proc.url + path)
-        hit = await get(s, proc.url + path)  # a disk hit: the body file is committed
-        (stored,) = [p for p in body_files(cache) if p.stat().st_size == SIZE]
+        hit = await get(s, proc.url + path)
+        stored = await committed_body(s, admin, cache, SIZE)
         with stored.open("r+b") as f:
             f.truncate(1000)
         after = await get(s, proc.url + path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,21 @@ def stored(size: int, vary: tuple[str, ...] = ()) -> StoredResponse:
     )
 
 
+_OPEN: list[Store] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_stores() -> Iterator[None]:
+    """Each test's stores are closed when it ends: no SQLite file changes after the test is over."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def store_in(tmp_path: Path, **cfg: object) -> Store:
-    return Store(CacheConfig(dir=str(tmp_path / "cache"), **cfg), Metrics())  # type: ignore[arg-type]
+    store = Store(CacheConfig(dir=str(tmp_path / "cache"), **cfg), Metrics())  # type: ignore[arg-type]
+    _OPEN.append(store)
+    return store
 
 
 def disk_full_after(writes: int) -> Callable[[int, bytes, int], None]:

@@ -328,7 +328,7 @@ async def test_bad_pushes_get_clear_4xx_and_write_nothing_outside_the_cache(
     assert all(m.x_cache != "HIT" for m in missing)
     assert list((cache / "tmp").iterdir()) == []  # refused bodies left no temporary file
     now_outside = {p for p in cache.parent.rglob("*")} - {p for p in cache.rglob("*")}
-    assert now_outside == outside
+    assert now_outside - outside == set()  # nothing new outside (other tests' SQLite side files may go)
     assert not any("evil" in str(p) for p in cache.parent.rglob("*"))
 
 

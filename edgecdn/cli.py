@@ -99,11 +99,16 @@ def config_from_args(args: argparse.Namespace) -> Config:
         origin = dataclasses.replace(cfg.origin, forward_headers=cfg.origin.forward_headers + names)
         cfg = dataclasses.replace(cfg, origin=origin)
     cfg = dataclasses.replace(cfg, server=server, cache=cache, admin=admin)
+    check_servable(cfg)
+    return cfg
+
+
+def check_servable(cfg: Config) -> None:
+    """The one validation `serve` and `check-config` share: what one refuses, the other refuses alike."""
     validate(cfg)
     check_admin_keys(cfg)
     if not cfg.origins:
         raise ConfigError("origins: at least one origin is required (--origin URL or origins = [...])")
-    return cfg
 
 
 def check_admin_keys(cfg: Config) -> None:
@@ -130,7 +135,7 @@ def _check_config_arguments(p: argparse.ArgumentParser) -> None:
 
 def _check_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
-    check_admin_keys(cfg)
+    check_servable(cfg)
     print(f"{args.file}: ok ({len(cfg.origins)} origin(s), {len(cfg.cache.rules)} cache rule(s))")
     return 0
 

@@ -346,8 +346,10 @@ def validate(config: Config) -> None:
             raise ConfigError(f"cache.versioned_pattern: {e}") from None
         if "hash" not in compiled.groupindex:
             raise ConfigError("cache.versioned_pattern: needs a named group (?P<hash>...)")
-    parse_hostport(config.server.listen, "server.listen")
-    parse_hostport(config.server.admin_listen, "server.admin_listen")
+    public = parse_hostport(config.server.listen, "server.listen")
+    admin = parse_hostport(config.server.admin_listen, "server.admin_listen")
+    if _same_address(public, admin):
+        raise ConfigError("server.admin_listen: must differ from server.listen (the admin API is separate)")
     if not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", config.origin.cdn_id):
         raise ConfigError("origin.cdn_id: expected a token (letters, digits, . _ : -)")
     if config.origin.health_path and not config.origin.health_path.startswith("/"):
@@ -368,6 +370,12 @@ def validate(config: Config) -> None:
     kids = [k.partition(":")[0] for k in config.admin.keys]
     if len(set(kids)) != len(kids):
         raise ConfigError("admin.keys: a key id is given twice")
+
+
+def _same_address(a: tuple[str, int], b: tuple[str, int]) -> bool:
+    """Would both listeners bind the same port? Port 0 is ephemeral; a wildcard host overlaps any host."""
+    wildcard = ("", "0.0.0.0", "::", "*")
+    return a[1] == b[1] != 0 and (a[0] == b[0] or a[0] in wildcard or b[0] in wildcard)
 
 
 def build(cls: type[Any], data: object, prefix: str) -> Any:

@@ -49,4 +49,22 @@ class HashMismatch(OriginError):
 
 
 class StorageError(EdgeError):
-    """A cache store failed. Never fails a request: the edge serves from the origin instead."""
+    """A cache store failed. Never fails a request: the edge serves from the origin instead.
+
+    `cause` names the failure for metrics and logs: an errno name (`ENOSPC`, `EIO`), `timeout`, `index`
+    (SQLite refused), `size-mismatch` (a body file that disagrees with its entry).
+    """
+
+    def __init__(self, message: str, cause: str = "io") -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class AdminError(EdgeError):
+    """A refused admin API call: the 4xx/5xx to answer and the JSON `{"error", "detail"}` it carries."""
+
+    def __init__(self, status: int, error: str, detail: object = None) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.detail = detail

@@ -67,6 +67,29 @@ class Metrics:
             "Store operations that failed (served from origin)",
             registry=r,
         )
+        self.storage_faults = Counter(
+            "edgecdn_storage_faults",
+            "Storage errors by cause (errno name, timeout, index, size-mismatch), counted where they happen",
+            ["cause"],
+            registry=r,
+        )
+        self.variants_evicted = Counter(
+            "edgecdn_variants_evicted",
+            "Vary variants dropped by the cache.max_variants cap (from both tiers)",
+            registry=r,
+        )
+        self.follow_errors = Counter(
+            "edgecdn_follow_errors",
+            "Change-log catch-ups that failed and will be retried, by cause",
+            ["cause"],
+            registry=r,
+        )
+        self.background_restarts = Counter(
+            "edgecdn_background_restarts",
+            "Background tasks that ended unexpectedly and were restarted",
+            ["task"],
+            registry=r,
+        )
         self.memory_bytes = Gauge("edgecdn_memory_tier_bytes", "Bytes in the memory tier", registry=r)
         self.disk_bytes = Gauge("edgecdn_disk_tier_bytes", "Bytes in the disk tier", registry=r)
         self.flights = Gauge("edgecdn_fills_in_flight", "Fills running now", registry=r)

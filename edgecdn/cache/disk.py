@@ -2,24 +2,49 @@
 
 Rules of this file: every function here blocks (SQLite, files) and is called in a thread. A body becomes
 visible only when its record is written in the same transaction, so a crash never exposes a partial body.
+Every OSError, SQLite error or diskcache timeout leaves this file as a StorageError naming its cause.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import secrets
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import diskcache
 
+from edgecdn import clock
 from edgecdn.cache.entry import Entry, VaryMarker, from_record, to_record
+from edgecdn.cache.faults import Faults
 from edgecdn.errors import StorageError
 from edgecdn.policy.key import key_digest
 
+log = logging.getLogger("edgecdn.storage")
+
 _MODE_BINARY = 2  # diskcache's mode for values kept as files
+SIZE_MISMATCH = "size-mismatch"
+_FAILURES = (OSError, sqlite3.Error, diskcache.Timeout)
+
+
+def storage_error(what: str, e: BaseException) -> StorageError:
+    """The one translation of an OS, SQLite or diskcache failure, with its cause for metrics."""
+    if isinstance(e, StorageError):
+        return e
+    if isinstance(e, OSError) and e.errno is not None:
+        cause = errno.errorcode.get(e.errno, "io")
+    elif isinstance(e, sqlite3.Error):
+        cause = "index"
+    elif isinstance(e, diskcache.Timeout):
+        cause = "timeout"
+    else:
+        cause = "io"
+    return StorageError(f"{what}: {e}", cause)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +53,12 @@ class SpooledBody:
 
     path: str
     size: int
+
+
+def _corrupt(e: sqlite3.DatabaseError) -> bool:
+    """SQLite says the file is not a database, or a damaged one (never for locked/busy/read-only)."""
+    name = getattr(e, "sqlite_errorname", "")
+    return name == "SQLITE_NOTADB" or name.startswith("SQLITE_CORRUPT")
 
 
 class _BodyDisk(diskcache.Disk):  # type: ignore[misc]
@@ -58,68 +89,124 @@ def _meta(key: str) -> tuple[str, str]:
 
 
 class DiskTier:
-    def __init__(self, directory: str | Path, max_bytes: int) -> None:
+    def __init__(self, directory: str | Path, max_bytes: int, faults: Faults | None = None) -> None:
         self.directory = Path(directory)
         self.tmp = self.directory / "tmp"
+        self.faults = faults if faults is not None else Faults()
         try:
             self.tmp.mkdir(parents=True, exist_ok=True)
-            self.index = diskcache.Cache(
-                str(self.directory / "index"),
-                size_limit=max_bytes,
-                eviction_policy="least-recently-stored",
-                cull_limit=16,
-                disk=_BodyDisk,
-                statistics=False,
-            )
-        except (OSError, diskcache.Timeout) as e:
-            raise StorageError(f"cannot open cache directory {self.directory}: {e}") from e
+            try:
+                self.index = self._open_index(max_bytes)
+            except sqlite3.DatabaseError as e:
+                if not _corrupt(e):
+                    raise  # busy, locked, read-only: not a reason to set the index aside
+                self._move_aside(e)
+                self.index = self._open_index(max_bytes)
+        except _FAILURES as e:
+            raise storage_error(f"cannot open cache directory {self.directory}", e) from e
+
+    def _open_index(self, max_bytes: int) -> diskcache.Cache:
+        return diskcache.Cache(
+            str(self.directory / "index"),
+            size_limit=max_bytes,
+            eviction_policy="least-recently-stored",
+            cull_limit=16,
+            disk=_BodyDisk,
+            statistics=False,
+        )
+
+    def _move_aside(self, e: sqlite3.DatabaseError) -> None:
+        """A corrupt index must not stop the edge: keep it for inspection and start with an empty one."""
+        index = self.directory / "index"
+        aside = index.with_name(f"index.corrupt-{int(clock.now())}-{secrets.token_hex(2)}")
+        try:
+            index.rename(aside)
+        except FileNotFoundError:
+            return  # another process of this edge moved it first
+        self.faults.record(StorageError(f"corrupt cache index ({e}) moved to {aside}", "corrupt-index"))
+        log.error("cache index %s is corrupt (%s): moved to %s, starting empty", index, e, aside)
 
     def sweep_tmp(self) -> int:
         """Remove bodies left half-written by a crash; they were never indexed, so never served."""
         removed = 0
-        for path in self.tmp.iterdir():
-            path.unlink(missing_ok=True)
-            removed += 1
+        try:
+            for path in self.tmp.iterdir():
+                path.unlink(missing_ok=True)
+                removed += 1
+        except OSError as e:
+            raise storage_error("sweeping unfinished bodies failed", e) from e
         return removed
 
     def get(self, key: str) -> Entry | VaryMarker | None:
         try:
             return from_record(self.index.get(_meta(key)))
-        except (OSError, diskcache.Timeout) as e:
-            raise StorageError(f"index read failed: {e}") from e
+        except _FAILURES as e:
+            raise storage_error("index read failed", e) from e
 
     def open_body(self, entry: Entry) -> IO[bytes] | None:
-        """The body file opened for reading, or None when eviction took it (then drop the record)."""
+        """The body file opened for reading; None when it is gone or not the size its entry says.
+
+        An unusable body drops its record, so the next request fills it again. A file that eviction
+        removed after we read its record is a plain miss; one of the wrong size is a counted fault.
+        """
         if entry.body_name is None:
             return None
         try:
-            return open(os.path.join(self.index.directory, body_file(entry.body_name)), "rb")
+            f = open(os.path.join(self.index.directory, body_file(entry.body_name)), "rb")  # noqa: SIM115
         except FileNotFoundError:
             self.delete(entry.key)
             return None
+        except OSError as e:
+            raise storage_error("opening a body failed", e) from e
+        try:
+            size = os.fstat(f.fileno()).st_size
+        except OSError as e:
+            f.close()
+            raise storage_error("stat of a body failed", e) from e
+        if size != entry.stored.size:
+            f.close()
+            self.delete(entry.key)
+            why = f"body of {entry.key} is {size} bytes, its entry says {entry.stored.size}: dropped"
+            self.faults.record(StorageError(why, SIZE_MISMATCH))
+            return None
+        return f
 
-    def put(self, entry: Entry, body: SpooledBody | None, marker: VaryMarker | None) -> str | None:
-        """Store an entry (and its body, and its primary's vary marker) atomically.
+    def put(self, entry: Entry, body: SpooledBody | None, max_variants: int) -> list[str]:
+        """Store an entry (and its body) and update its primary's vary marker, in one transaction.
 
-        Returns the body name of the entry it replaced, whose body row is deleted afterwards.
+        The marker is read, changed and written inside the index transaction, so concurrent writers
+        (threads or processes) never lose each other's variants. Returns the variant keys the
+        `max_variants` cap (or a changed Vary) evicted; their records and bodies are gone with it.
         """
-        old_body: str | None = None
+        evicted: list[str] = []
         try:
             with self.index.transact():
                 old = from_record(self.index.get(_meta(entry.key)))
                 if body is not None:
                     self.index.set(("b", entry.body_name), body)
                 self.index.set(_meta(entry.key), to_record(entry))
-                if marker is not None:
-                    self.index.set(_meta(entry.primary), to_record(marker))
+                if entry.stored.vary:
+                    evicted = self._add_variant(entry, max_variants)
                 if isinstance(old, Entry) and old.body_name != entry.body_name:
-                    old_body = old.body_name
-                    self.index.delete(("b", old_body))
-        except (OSError, diskcache.Timeout) as e:
+                    self.index.delete(("b", old.body_name))
+        except _FAILURES as e:
             if body is not None:
                 Path(body.path).unlink(missing_ok=True)
-            raise StorageError(f"index write failed: {e}") from e
-        return old_body
+            raise storage_error("index write failed", e) from e
+        return evicted
+
+    def _add_variant(self, entry: Entry, max_variants: int) -> list[str]:
+        """Inside put's transaction: list `entry` in its primary's marker, newest last, capped."""
+        old = from_record(self.index.get(_meta(entry.primary)))
+        listed = old.variants if isinstance(old, VaryMarker) else ()
+        same = isinstance(old, VaryMarker) and old.names == entry.stored.vary
+        variants = (*(v for v in listed if v != entry.key and same), entry.key)
+        kept = variants[-max_variants:]
+        evicted = [v for v in listed if v not in kept]
+        for key in evicted:
+            self.delete(key)
+        self.index.set(_meta(entry.primary), to_record(VaryMarker(entry.stored.vary, kept)))
+        return evicted
 
     def delete(self, key: str) -> Entry | VaryMarker | None:
         """Remove one record (and its body); returns what was there."""
@@ -130,15 +217,21 @@ class DiskTier:
                 if isinstance(old, Entry) and old.body_name is not None:
                     self.index.delete(("b", old.body_name))
             return old
-        except (OSError, diskcache.Timeout) as e:
-            raise StorageError(f"index delete failed: {e}") from e
+        except _FAILURES as e:
+            raise storage_error("index delete failed", e) from e
 
     def keys(self) -> list[str]:
         """Every entry key (not vary markers); for purge by prefix or tag. Walks the whole index."""
-        return [k[1] for k in self.index.iterkeys() if isinstance(k, tuple) and k[0] == "m"]
+        try:
+            return [k[1] for k in self.index.iterkeys() if isinstance(k, tuple) and k[0] == "m"]
+        except _FAILURES as e:
+            raise storage_error("index walk failed", e) from e
 
     def volume(self) -> int:
-        return int(self.index.volume())
+        try:
+            return int(self.index.volume())
+        except _FAILURES as e:
+            raise storage_error("index size failed", e) from e
 
     def close(self) -> None:
         self.index.close()

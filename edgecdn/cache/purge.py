@@ -7,7 +7,6 @@ Callers doom in-flight fills first (Coalescer.purge), so nothing matched here is
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
@@ -32,7 +31,7 @@ class Matched:
 async def find(store: Store, urls: Iterable[str], prefixes: Iterable[str], tags: Iterable[str]) -> Matched:
     """Entries under these primary keys, under keys starting with a prefix, or carrying a tag."""
     urls, prefixes, tag_set = tuple(urls), tuple(prefixes), frozenset(tags)
-    by_url, scanned = await asyncio.to_thread(_find_disk, store.disk, urls, bool(prefixes or tag_set))
+    by_url, scanned = await store.blocking(_find_disk, store.disk, urls, bool(prefixes or tag_set))
     memory_keys = store.memory.keys()
     in_memory = [e.entry for k in memory_keys if isinstance(e := store.memory.peek(k), MemoryObject)]
     by_url += [e for e in in_memory if e.primary in urls]

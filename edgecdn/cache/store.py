@@ -2,19 +2,26 @@
 
 Rules of this file: `lookup_memory` is the hot path and does no I/O; everything that touches the disk tier
 runs in a thread. A StorageError never fails a request: callers treat it as a miss and go to the origin.
+Every StorageError is recorded (counted by cause) here, once. The vary marker has one owner: the memory
+marker changes only in `remember` (no await inside), the disk marker only inside the index transaction
+that writes a variant (disk.py), and a variant the marker does not list is never answered.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import IO
+from typing import IO, ParamSpec, TypeVar
 
-from edgecdn.cache.disk import DiskTier, SpooledBody
+from edgecdn.cache.disk import DiskTier, SpooledBody, storage_error
 from edgecdn.cache.entry import Entry, VaryMarker
+from edgecdn.cache.faults import Faults
+from edgecdn.cache.fill import Fill
 from edgecdn.cache.memory import MemoryObject, MemoryTier
 from edgecdn.config import CacheConfig
+from edgecdn.errors import StorageError
+from edgecdn.metrics import Metrics
 from edgecdn.policy.key import HeaderView, variant_key
 from edgecdn.policy.stored import StoredResponse
 
@@ -32,20 +39,77 @@ class DiskObject:
 Found = MemoryObject | DiskObject
 
 
+class _RecordedFill(Fill):
+    """A Fill whose failed file writes and reads leave as StorageErrors, recorded by cause."""
+
+    faults: Faults | None = None
+
+    async def flush(self) -> None:
+        try:
+            await super().flush()
+        except OSError as e:
+            raise self._fault("writing a body failed", e) from e
+
+    async def read(self, offset: int, limit: int) -> bytes:
+        try:
+            return await super().read(offset, limit)
+        except OSError as e:
+            raise self._fault("reading a body being filled failed", e) from e
+
+    def _fault(self, what: str, e: OSError) -> StorageError:
+        err = storage_error(what, e)
+        if self.faults is not None:
+            self.faults.record(err)
+        return err
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
 class Store:
-    def __init__(self, cfg: CacheConfig) -> None:
+    def __init__(self, cfg: CacheConfig, metrics: Metrics | None = None) -> None:
         self.cfg = cfg
+        self.metrics = metrics
+        self.faults = Faults(metrics)
         self.memory = MemoryTier(cfg.memory_size, cfg.memory_object_max)
-        self.disk = DiskTier(cfg.dir, cfg.disk_size)
+        self.disk = DiskTier(cfg.dir, cfg.disk_size, self.faults)
         # Bumped by every removal/invalidation: a disk read that raced one must not promote what it read.
         self.generation = 0
+        self.variants_evicted = 0  # variants dropped by the cache.max_variants cap, both tiers
+
+    async def new_fill(self, name: str, *, memory_limit: int) -> Fill:
+        """A body on its way in, written below the disk tier's tmp directory; its write errors are
+        StorageErrors, recorded here (a disk full mid-fill is counted as ENOSPC, then the fill fails)."""
+        try:
+            fill = await _RecordedFill.create(self.disk.tmp, name, memory_limit=memory_limit)
+        except OSError as e:
+            err = storage_error("creating a body file failed", e)
+            self.faults.record(err)
+            raise err from e
+        assert isinstance(fill, _RecordedFill)
+        fill.faults = self.faults
+        return fill
+
+    async def blocking(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a blocking disk-tier call in a thread; a StorageError is recorded once, then raised."""
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except StorageError as e:
+            self.faults.record(e)
+            raise
+        except OSError as e:  # a read of an opened body, say: the disk tier's errors all leave as one type
+            err = storage_error(getattr(fn, "__name__", "disk tier"), e)
+            self.faults.record(err)
+            raise err from e
 
     # -- lookups -----------------------------------------------------------------------------------
 
     def lookup_memory(self, primary: str, headers: HeaderView) -> MemoryObject | None:
         item = self.memory.get(primary)
         if isinstance(item, VaryMarker):
-            item = self.memory.get(variant_key(primary, item.names, headers))
+            key = variant_key(primary, item.names, headers)
+            item = self.memory.get(key) if key in item.variants else None
         return item if isinstance(item, MemoryObject) else None
 
     async def lookup(self, primary: str, headers: HeaderView) -> Found | None:
@@ -54,23 +118,38 @@ class Store:
         if hit is not None:
             return hit
         generation = self.generation
-        marker, found = await asyncio.to_thread(self._lookup_disk, primary, headers)
+        marker, found = await self.blocking(self._lookup_disk, primary, headers)
         if generation != self.generation:
             # A purge ran meanwhile and what we read may be its victim: a miss, and nothing promoted.
             if isinstance(found, DiskObject):
                 found.file.close()
             return None
         if marker is not None:
-            self.memory.put(primary, marker)
+            self._adopt_marker(primary, marker)
         if isinstance(found, MemoryObject):
             self.memory.put(found.entry.key, found)
         return found
+
+    def _adopt_marker(self, primary: str, disk: VaryMarker) -> None:
+        """Bring the disk marker (other processes' variants) into memory without losing the variants
+        `remember` listed meanwhile; what the merge drops leaves the memory tier."""
+        mem = self.memory.peek(primary)
+        if isinstance(mem, VaryMarker):
+            if mem.names != disk.names:
+                return  # memory already holds a newer Vary, written after this disk read began
+            extra = tuple(v for v in mem.variants if v not in disk.variants)
+            disk = VaryMarker(disk.names, (*disk.variants, *extra)[-self.cfg.max_variants :])
+            for key in mem.variants:
+                if key not in disk.variants:
+                    self.memory.discard(key)
+        self.memory.put(primary, disk)
 
     def _lookup_disk(self, primary: str, headers: HeaderView) -> tuple[VaryMarker | None, Found | None]:
         item = self.disk.get(primary)
         marker = item if isinstance(item, VaryMarker) else None
         if marker is not None:
-            item = self.disk.get(variant_key(primary, marker.names, headers))
+            key = variant_key(primary, marker.names, headers)
+            item = self.disk.get(key) if key in marker.variants else None
         if not isinstance(item, Entry):
             return marker, None
         if item.body_name is None:
@@ -89,54 +168,67 @@ class Store:
     # -- writes ------------------------------------------------------------------------------------
 
     def remember(self, entry: Entry, memory_body: bytes | None) -> None:
-        """Make a complete entry visible in the memory tier at once (no I/O), before it is persisted."""
+        """Make a complete entry visible in the memory tier at once (no I/O), before it is persisted.
+
+        The memory marker is read and written with no await between: concurrent fills cannot lose each
+        other's variants, and the variants it drops (cap, or a changed Vary) leave the memory tier.
+        """
         if entry.stored.vary:
             old = self.memory.get(entry.primary)
-            variants = old.variants if isinstance(old, VaryMarker) and old.names == entry.stored.vary else ()
-            keep = (*(v for v in variants if v != entry.key), entry.key)[-self.cfg.max_variants :]
-            self.memory.put(entry.primary, VaryMarker(entry.stored.vary, keep))
+            same = isinstance(old, VaryMarker) and old.names == entry.stored.vary
+            variants = old.variants if isinstance(old, VaryMarker) else ()
+            kept = (*(v for v in variants if v != entry.key and same), entry.key)[-self.cfg.max_variants :]
+            for key in variants:
+                if key not in kept:
+                    self.memory.discard(key)
+            self.memory.put(entry.primary, VaryMarker(entry.stored.vary, kept))
         if memory_body is not None:
             self.memory.put(entry.key, MemoryObject(entry, memory_body))
         else:
             self.memory.discard(entry.key)
 
+    async def commit(self, entry: Entry, fill: Fill) -> None:
+        """Store a finished fill's body: visible in memory at once, then moved into the disk tier.
+
+        On a StorageError nothing of it stays visible (and the fill removes its file when it ends).
+        """
+        body = bytes(fill.memory) if fill.memory is not None else None
+        item = self.memory.peek(entry.key)
+        if not (isinstance(item, MemoryObject) and item.entry.body_name == entry.body_name):
+            self.remember(entry, body)  # unless the fill already made it visible (before its flush)
+        try:
+            await self.persist(entry, SpooledBody(str(fill.path), fill.received))
+        except StorageError:
+            self.memory.discard(entry.key)
+            raise
+        fill.adopted = True
+
     async def persist(self, entry: Entry, body: SpooledBody) -> None:
         """Write a complete entry to the disk tier; the body file is moved into it, not copied."""
-        evicted = await asyncio.to_thread(self._commit_disk, entry, body)
+        evicted = await self.blocking(self.disk.put, entry, body, self.cfg.max_variants)
         for key in evicted:
             self.memory.discard(key)
+        self._count_evicted(len(evicted))
         item = self.memory.peek(entry.key)
         same = isinstance(item, MemoryObject) and item.entry.body_name == entry.body_name
         if same and self.cfg.memory_sendfile and entry.stored.size >= KEEP_FILE_FROM:
-            f = await asyncio.to_thread(self.disk.open_body, entry)
+            f = await self.blocking(self.disk.open_body, entry)
             if isinstance(item, MemoryObject) and self.memory.peek(entry.key) is item and item.file is None:
                 item.file = f
             elif f is not None:
                 f.close()
 
-    def _commit_disk(self, entry: Entry, body: SpooledBody | None) -> list[str]:
-        """Write the entry and its primary's vary marker; returns variant keys evicted by the cap."""
-        marker: VaryMarker | None = None
-        evicted: list[str] = []
-        if entry.stored.vary:
-            old = self.disk.get(entry.primary)
-            variants: tuple[str, ...] = ()
-            if isinstance(old, VaryMarker) and old.names == entry.stored.vary:
-                variants = tuple(v for v in old.variants if v != entry.key)
-            variants += (entry.key,)
-            evicted = list(variants[: -self.cfg.max_variants])
-            for key in evicted:
-                self.disk.delete(key)
-            marker = VaryMarker(entry.stored.vary, variants[-self.cfg.max_variants :])
-        self.disk.put(entry, body, marker)
-        return evicted
+    def _count_evicted(self, n: int) -> None:
+        self.variants_evicted += n
+        if n and self.metrics is not None:
+            self.metrics.variants_evicted.inc(n)
 
     async def update(self, entry: Entry, stored: StoredResponse) -> Entry:
         """Replace an entry's metadata, keeping its body (after a 304, or a soft purge)."""
         new = replace(entry, stored=stored)
         if stored.invalidated:
             self.generation += 1
-        await asyncio.to_thread(self.disk.put, new, None, None)
+        await self.blocking(self.disk.put, new, None, self.cfg.max_variants)
         if stored.invalidated:
             self.generation += 1
         item = self.memory.get(entry.key)
@@ -147,7 +239,7 @@ class Store:
     async def remove(self, primary: str) -> int:
         """Remove a primary key and all its variants from both tiers; returns how many entries went."""
         self.generation += 1
-        removed = await asyncio.to_thread(self._remove_disk, primary)
+        removed = await self.blocking(self._remove_disk, primary)
         self.generation += 1  # lookups that read before the delete see a change either way
         for key in removed:
             self.memory.discard(key)
@@ -169,6 +261,17 @@ class Store:
 
     def entry_keys(self) -> Iterable[str]:
         return self.disk.keys()
+
+    async def record(self, key: str) -> Entry | VaryMarker | None:
+        """What the disk tier holds under `key` (the shared truth across processes), read in a thread."""
+        return await self.blocking(self.disk.get, key)
+
+    async def disk_bytes(self) -> int:
+        return await self.blocking(self.disk.volume)
+
+    async def sweep(self) -> int:
+        """Remove bodies a crash left half-written (never indexed, so never served)."""
+        return await self.blocking(self.disk.sweep_tmp)
 
     def close(self) -> None:
         self.disk.close()

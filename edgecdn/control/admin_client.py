@@ -56,7 +56,9 @@ class EdgeResult:
         if self.status is None:
             return str(self.body)
         if isinstance(self.body, dict) and "error" in self.body:
-            return str(self.body["error"])
+            detail = self.body.get("detail")  # the edge's reason: bad-signature, unknown-key, ...
+            why = f" ({detail})" if isinstance(detail, str) and detail else ""
+            return f"{self.body['error']}{why}"
         return "" if self.ok else f"HTTP {self.status}"
 
 

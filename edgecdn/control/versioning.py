@@ -56,6 +56,11 @@ class VersionPattern:
 DEFAULT_PATTERN = VersionPattern()
 
 
+def configured_pattern(setting: str) -> VersionPattern | None:
+    """`cache.versioned_pattern` as a pattern: "" is the built-in one, "off" is None (no verification)."""
+    return None if setting == "off" else VersionPattern(setting or DEFAULT_REGEX)
+
+
 def parse_versioned(path: str, pattern: VersionPattern = DEFAULT_PATTERN) -> str | None:
     """The hash of a versioned path like `/css/site.0123456789abcdef.css`, else None."""
     return pattern.parse(path)

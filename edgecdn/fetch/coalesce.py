@@ -18,7 +18,7 @@ import xxhash
 from multidict import CIMultiDict
 
 from edgecdn import clock
-from edgecdn.cache.disk import SpooledBody, new_body_name
+from edgecdn.cache.disk import new_body_name
 from edgecdn.cache.entry import Entry
 from edgecdn.cache.fill import Fill
 from edgecdn.cache.store import Store
@@ -464,10 +464,8 @@ class Coalescer:
         body_name = new_body_name(entry.key)
         entry = replace(entry, body_name=body_name)
         try:
-            fill = await Fill.create(
-                self.store.disk.tmp, body_name, memory_limit=cfg.memory_object_max if small else 0
-            )
-        except OSError as e:
+            fill = await self.store.new_fill(body_name, memory_limit=cfg.memory_object_max if small else 0)
+        except StorageError as e:
             log.warning("cannot create fill file: %s", e)
             self.metrics.storage_errors.inc()
             flight._offer(resp)
@@ -539,14 +537,11 @@ class Coalescer:
             if flight.doomed:
                 self.metrics.fills.labels("purged").inc()
                 return
-            if fill.memory is None:
-                self.store.remember(entry, None)
             writing = flight.writing = asyncio.get_running_loop().create_future()
             try:
-                await self.store.persist(entry, SpooledBody(str(fill.path), fill.received))
+                await self.store.commit(entry, fill)
             finally:
                 writing.set_result(None)
-            fill.adopted = True
             self.metrics.fills.labels("stored").inc()
         except StorageError as e:
             log.warning("storing %s failed, served from origin only: %s", entry.primary, e)

@@ -15,7 +15,7 @@ from aiohttp import web
 from edgecdn.config import Config, parse_hostport
 from edgecdn.control import sdnotify
 from edgecdn.errors import EdgeError
-from edgecdn.serve.admin import admin_app
+from edgecdn.serve.admin import admin_runner
 from edgecdn.serve.app import Edge, public_server
 
 log = logging.getLogger("edgecdn")
@@ -57,7 +57,7 @@ async def serve(cfg: Config) -> int:
     edge = Edge(cfg)
     await edge.start()
     public = web.ServerRunner(public_server(edge), shutdown_timeout=SHUTDOWN_GRACE_S)
-    admin = web.AppRunner(admin_app(edge), access_log=None)
+    admin = admin_runner(edge)
     await public.setup()
     await admin.setup()
     try:

@@ -1,13 +1,15 @@
 """The admin listener: metrics, health and stats (unsigned reads) and the signed control API.
 
 Rules of this file: every mutating call is verified (signing.py) before it changes anything; bodies are
-capped while they stream (413), never read whole first; every error is JSON `{"error", "detail"}`.
-A purge dooms in-flight fills before it deletes, so when it answers 200 no fill can store the old object.
+capped while they stream (413), never read whole first, and verified as received (the listener never
+inflates a Content-Encoding: `admin_runner` turns aiohttp's auto_decompress off); every error is JSON
+`{"error", "detail"}` with a 4xx and one log line. A purge dooms in-flight fills before it deletes, so when it
+answers 200 no fill can store the old object.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -19,25 +21,14 @@ from edgecdn import clock
 from edgecdn.control import signing
 from edgecdn.control.prefetch import PREFETCH_PATH, BadPrefetch, QueueFull, parse_prefetch
 from edgecdn.control.purge import BadPurge, parse_purge
-from edgecdn.errors import ConfigError, StorageError, UsageError
+from edgecdn.control.versioning import configured_pattern
+from edgecdn.errors import AdminError, ConfigError, StorageError, UsageError
 from edgecdn.serve.app import Edge
 from edgecdn.serve.prefetch import Prefetcher
-from edgecdn.serve.purge import run_purge
-from edgecdn.serve.push import Push, PushError, refetch
 
 log = logging.getLogger("edgecdn.admin")
 
 PUSH_PREFIX = "/_edge/push/"
-
-
-class AdminError(Exception):
-    """An answer other than 200: the status and the JSON error it carries."""
-
-    def __init__(self, status: int, error: str, detail: object = None) -> None:
-        super().__init__(error)
-        self.status = status
-        self.error = error
-        self.detail = detail
 
 
 def json_error(status: int, error: str, detail: object = None) -> web.Response:
@@ -95,8 +86,11 @@ class Guard:
             raise AdminError(verdict.reason.status, "unauthorized", verdict.reason.value)
 
     async def read_json(self, request: web.BaseRequest) -> object:
-        """The signed, capped JSON body of a request."""
+        """The signed, capped JSON body of a request (sent as is: no Content-Encoding)."""
         self.precheck(request)
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity":
+            raise AdminError(415, "unsupported encoding", "JSON bodies are sent without Content-Encoding")
         hasher = signing.body_hasher()
         chunks: list[bytes] = []
         async for chunk in capped_body(request, self.max_body):
@@ -105,8 +99,8 @@ class Guard:
         self.check(request, hasher.hexdigest())
         try:
             return json.loads(b"".join(chunks))
-        except ValueError as e:
-            raise AdminError(400, "bad JSON", str(e)) from None
+        except (ValueError, RecursionError) as e:
+            raise AdminError(400, "bad JSON", str(e)[:200] or type(e).__name__) from None
 
 
 async def capped_body(request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:
@@ -125,11 +119,11 @@ def admin_app(edge: Edge) -> web.Application:
     """The admin listener: GET /metrics, /_edge/health, /_edge/stats; signed purge and push."""
     cfg = edge.cfg
     guard = Guard(cfg.admin.keys, window=cfg.admin.signature_window, max_body=cfg.admin.max_body)
-    push_lock = asyncio.Lock()  # the older-than check and the commit of a push happen as one step
 
     async def metrics(_: web.Request) -> web.Response:
         edge.metrics.memory_bytes.set(edge.store.memory.bytes)
-        edge.metrics.disk_bytes.set(await asyncio.to_thread(edge.store.disk.volume))
+        with contextlib.suppress(StorageError):  # recorded by the store; the other metrics still count
+            edge.metrics.disk_bytes.set(await edge.store.disk_bytes())
         return web.Response(body=edge.metrics.render(), content_type="text/plain", charset="utf-8")
 
     async def health(_: web.Request) -> web.Response:
@@ -145,7 +139,7 @@ def admin_app(edge: Edge) -> web.Application:
             raise AdminError(400, "bad purge request", str(e)) from None
         started = clock.monotonic()
         try:
-            counts = await run_purge(edge, req)
+            counts = await edge.purger.run(req)
         except StorageError as e:
             edge.metrics.storage_errors.inc()
             raise AdminError(503, "purge failed in the store", str(e)) from None
@@ -155,24 +149,16 @@ def admin_app(edge: Edge) -> web.Application:
 
     async def push_put(request: web.Request) -> web.Response:
         guard.precheck(request)
-        try:
-            push = Push.start(edge, request.raw_path[len(PUSH_PREFIX) - 1 :], request.headers)
-            body = capped_body(request, cfg.cache.max_object_size)
-            result = await push.receive(body, guard, request, push_lock)
-        except PushError as e:
-            raise AdminError(e.status, e.error, e.detail) from None
-        return web.json_response(result)
+        push = edge.pusher.start(request.raw_path[len(PUSH_PREFIX) - 1 :], request.headers)
+        body = capped_body(request, cfg.cache.max_object_size)
+        return web.json_response(await edge.pusher.receive(push, body, guard, request))
 
     async def push_urls(request: web.Request) -> web.Response:
         data = await guard.read_json(request)
         urls = data.get("urls") if isinstance(data, dict) else None
         if not isinstance(urls, list) or not urls or not all(isinstance(u, str) and u for u in urls):
             raise AdminError(400, "bad push request", 'expected {"urls": ["/path", ...]}')
-        try:
-            results = await refetch(edge, urls)
-        except PushError as e:
-            raise AdminError(e.status, e.error, e.detail) from None
-        return web.json_response({"results": results})
+        return web.json_response({"results": await edge.pusher.refetch(urls)})
 
     @web.middleware
     async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -180,9 +166,14 @@ def admin_app(edge: Edge) -> web.Application:
             resp: web.StreamResponse = await handler(request)
             return resp
         except AdminError as e:
+            what = f"{request.method} {request.path[:200]}"
+            log.info("admin %s: %d %s (%s)", what, e.status, e.error, e.detail)
             return json_error(e.status, e.error, e.detail)
         except web.HTTPException as e:
+            log.info("admin %s %s: %d %s", request.method, request.path[:200], e.status, e.reason)
             return json_error(e.status, e.reason)
+        except StorageError as e:  # recorded (counted, logged) by the store where it happened
+            return json_error(503, "storage unavailable", e.cause)
 
     app = web.Application(middlewares=[errors], client_max_size=cfg.admin.max_body)
     add_prefetch_routes(app, edge, guard)
@@ -197,9 +188,8 @@ def admin_app(edge: Edge) -> web.Application:
 
 def add_prefetch_routes(app: web.Application, edge: Edge, guard: Guard) -> None:
     """Signed `POST /_edge/prefetch` (202 + task id) and `GET /_edge/prefetch/<task>` (its state)."""
-    prefetcher = Prefetcher(
-        edge.cfg.prefetch, edge.store, edge.coalescer, edge.handler.versioned, edge.metrics
-    )
+    versioned = configured_pattern(edge.cfg.cache.versioned_pattern)
+    prefetcher = Prefetcher(edge.cfg.prefetch, edge.store, edge.coalescer, versioned, edge.metrics)
 
     async def submit(request: web.Request) -> web.Response:
         try:
@@ -227,3 +217,9 @@ def add_prefetch_routes(app: web.Application, edge: Edge, guard: Guard) -> None:
     app.router.add_post(PREFETCH_PATH, submit)
     app.router.add_get(PREFETCH_PATH + "/{task}", status)
     app.on_cleanup.append(stop)
+
+
+def admin_runner(edge: Edge) -> web.AppRunner:
+    """The admin listener's runner: bodies reach the handlers as received, never inflated by aiohttp
+    (a gzip bomb costs nothing before its 401, and a signature covers the bytes that were sent)."""
+    return web.AppRunner(admin_app(edge), access_log=None, auto_decompress=False)

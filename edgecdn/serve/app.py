@@ -20,6 +20,8 @@ from edgecdn.fetch.pool import OriginPool
 from edgecdn.metrics import Metrics
 from edgecdn.serve.follow import ChangeFollower
 from edgecdn.serve.handler import Handler
+from edgecdn.serve.purge import Purger
+from edgecdn.serve.push import Pusher
 
 log = logging.getLogger("edgecdn")
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf "%{X-Cache}o" "%{Cache-Status}o"'
@@ -31,18 +33,20 @@ class Edge:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
-        self.store = Store(cfg.cache)
+        self.store = Store(cfg.cache, self.metrics)
         self.client = OriginClient(cfg.origin)
         self.pool = OriginPool(cfg.origins, cfg.origin, self.metrics)
         self.checker = HealthChecker(self.pool, self.client, cfg.origin)
         self.coalescer = Coalescer(self.store, self.client, self.pool, cfg, self.metrics)
         self.handler = Handler(cfg, self.store, self.client, self.pool, self.coalescer, self.metrics)
-        interval = cfg.sync.poll_interval
-        self.follower = ChangeFollower(self, interval) if interval > 0 else None
+        self.purger = Purger(self.store, self.coalescer, self.metrics)
+        self.pusher = Pusher(self.store, self.coalescer, self.metrics, cfg.cache)
+        follow = cfg.sync.poll_interval > 0
+        self.follower = ChangeFollower(self.purger, self.store, cfg, self.metrics) if follow else None
         self.ready = False
 
     async def start(self) -> None:
-        swept = await asyncio.to_thread(self.store.disk.sweep_tmp)
+        swept = await self.store.sweep()
         if swept:
             log.info("removed %d unfinished bodies left by an earlier crash", swept)
         await self.client.start()

@@ -59,9 +59,8 @@ async def test_prefetch_fails_with_1_and_lists_failures(
         prefetch_cli, str(manifest), f"--edge={admin_url(live)}", f"--edge={dead_admin}", "--waves", "2"
     )
     assert result.returncode == 1, result.stdout + result.stderr
-    assert (
-        f"failed: {admin_url(live)} /_test/blob/10?t=cli-bad: origin answered 500 (origin-500)" in result.stdout
-    )
+    line = f"failed: {admin_url(live)} /_test/blob/10?t=cli-bad: origin answered 500 (origin-500)"
+    assert line in result.stdout
     assert result.stdout.count(f"failed: {dead_admin}") == 2
     assert "cannot connect" in result.stdout
 

@@ -70,3 +70,13 @@ def test_purge_cli_bad_input_exits_2_with_one_line(
         assert cli.main(["purge", *args]) == 2, args
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+async def test_purge_cli_shows_why_an_edge_refused_the_key(origin: OriginClient, edge: EdgeFactory) -> None:
+    admin = admin_url(edge(origin.url, "--admin-key", KEY, "--no-access-log"))
+    wrong_secret = KEY.partition(":")[0] + ":" + generate_key("x").partition(":")[2]
+    unknown = await asyncio.to_thread(purge_cli, f"--edge={admin}", "/x", key=generate_key("other"))
+    forged = await asyncio.to_thread(purge_cli, f"--edge={admin}", "/x", key=wrong_secret)
+    assert unknown.returncode == 1 and forged.returncode == 1
+    assert "unauthorized (unknown-key)" in unknown.stdout, unknown.stdout
+    assert "unauthorized (bad-signature)" in forged.stdout, forged.stdout

@@ -1,7 +1,9 @@
 """Import layers (DESIGN.md §3) and the purity of the cache brain (STYLE.md rules 1 and 2), read from the AST.
 
-Allowed imports point down the flow: serve → fetch → cache, control → policy → http; config, errors, clock,
-metrics and build_info are leaves. process, cli and __main__ sit on top and may import anything.
+Allowed imports point down the flow: serve → fetch → cache, control → policy → http; config, errors,
+clock, metrics and build_info are leaves. process, cli and __main__ sit on top and may import anything.
+Inside a layer the modules import each other without a cycle (TYPE_CHECKING imports count: they are a
+cycle waiting to happen).
 """
 
 from __future__ import annotations
@@ -118,6 +120,38 @@ def layer_violations(module: str, source: str, *, is_package: bool = False, wher
     return out
 
 
+def import_graph(sources: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:
+    """module → the edgecdn/origin modules of its layer it imports; sources: module → (source, is_package)."""
+    graph: dict[str, set[str]] = {}
+    for module, (source, is_package) in sources.items():
+        graph[module] = {
+            name
+            for name, _ in imported(ast.parse(source), module, is_package=is_package)
+            if name in sources and name != module and layer(name) == layer(module)
+        }
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle, each once, as the modules in order (a depth-first walk, Tarjan-free)."""
+    found: list[list[str]] = []
+    seen: set[frozenset[str]] = set()
+
+    def walk(module: str, path: list[str]) -> None:
+        for target in sorted(graph.get(module, ())):
+            if target in path:
+                loop = path[path.index(target) :]
+                if frozenset(loop) not in seen:
+                    seen.add(frozenset(loop))
+                    found.append([*loop, target])
+            elif len(path) < 12:
+                walk(target, [*path, target])
+
+    for start in sorted(graph):
+        walk(start, [start])
+    return found
+
+
 def dotted(node: ast.expr) -> str:
     if isinstance(node, ast.Name):
         return node.id
@@ -152,6 +186,42 @@ def test_imports_point_down_the_layers(module: str) -> None:
     path = MODULES[module]
     source = path.read_text(encoding="utf-8")
     assert layer_violations(module, source, is_package=path.name == "__init__.py", where=where(path)) == []
+
+
+def test_no_import_cycle_inside_a_layer() -> None:
+    sources = {m: (p.read_text(encoding="utf-8"), p.name == "__init__.py") for m, p in MODULES.items()}
+    assert cycles(import_graph(sources)) == []
+
+
+CYCLE_CASES = [
+    (
+        "serve-circle-through-type-checking",
+        {
+            "edgecdn.serve.app": "from edgecdn.serve.follow import F\n",
+            "edgecdn.serve.follow": "from edgecdn.serve.purge import run\n",
+            "edgecdn.serve.purge": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+            "    from edgecdn.serve.app import Edge\n",
+        },
+        [["edgecdn.serve.app", "edgecdn.serve.follow", "edgecdn.serve.purge", "edgecdn.serve.app"]],
+    ),
+    (
+        "chain-without-a-cycle",
+        {"edgecdn.cache.store": "from edgecdn.cache import disk\n", "edgecdn.cache.disk": "import os\n"},
+        [],
+    ),
+    (
+        "across-layers-is-the-layer-rule-not-a-cycle",
+        {"edgecdn.fetch.x": "from edgecdn.cache import y\n", "edgecdn.cache.y": "import edgecdn.fetch.x\n"},
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("sources", "expected"), [c[1:] for c in CYCLE_CASES], ids=[c[0] for c in CYCLE_CASES]
+)
+def test_cycle_checker(sources: dict[str, str], expected: list[list[str]]) -> None:
+    assert cycles(import_graph({m: (src, False) for m, src in sources.items()})) == expected
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if layer(m) in PURE_LAYERS), ids=str)

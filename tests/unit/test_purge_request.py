@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from edgecdn.control.purge import BadPurge, PurgeRequest, parse_purge, url_key
+from edgecdn.errors import AdminError
 from edgecdn.policy.immutable import IMMUTABLE_CACHE_CONTROL, IMMUTABLE_LIFETIME_S, immutable_headers, pin
 from edgecdn.policy.stored import StoredResponse
-from edgecdn.serve.push import PushError, push_key
+from edgecdn.serve.push import push_key
 
 
 @pytest.mark.parametrize(
@@ -96,7 +97,7 @@ def test_which_in_flight_fills_a_purge_dooms(
     ],
 )
 def test_push_paths_with_traversal_or_control_characters_are_refused(target: str) -> None:
-    with pytest.raises(PushError) as e:
+    with pytest.raises(AdminError) as e:
         push_key(target)
     assert e.value.status == 400
 

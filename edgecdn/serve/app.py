@@ -38,6 +38,7 @@ class Edge:
         interval = cfg.sync.poll_interval
         self.follower = ChangeFollower(self, interval) if interval > 0 else None
         self.ready = False
+        self.unready = "starting"  # /_edge/health's status while not ready: "warming", "draining"
 
     async def start(self) -> None:
         swept = await asyncio.to_thread(self.store.disk.sweep_tmp)
@@ -65,7 +66,7 @@ class Edge:
         return await self.handler(request)
 
     def health(self) -> web.Response:
-        body = {"status": "ok" if self.ready else "starting", "origins": self.pool.states()}
+        body = {"status": "ok" if self.ready else self.unready, "origins": self.pool.states()}
         return web.json_response(
             body, status=200 if self.ready else 503, headers={"Cache-Control": "no-store"}
         )

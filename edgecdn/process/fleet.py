@@ -102,6 +102,12 @@ class Fleetup:
             time.sleep(0.05)
         raise EdgeError(f"{name}: not ready after {READY_TIMEOUT_S:.0f} s ({log})")
 
+    def reap(self) -> None:
+        """Collect children that exited (no zombies: a pid file must not name a dead process), say so once."""
+        for name, (proc, _argv, log) in self.children.items():
+            if proc.returncode is None and proc.poll() is not None:
+                print(f"fleet: {name} exited with code {proc.returncode} (log: {log})", file=sys.stderr)
+
     def check_alive(self, name: str) -> None:
         proc, _argv, log = self.children[name]
         if proc.poll() is not None:
@@ -222,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  VIP {state['front']} is reachable in netns {state['netns']['client']}")
         print(f"fleet listening on {state['front']} (state: {run_dir / 'state.json'})", flush=True)
         while True:
-            time.sleep(3600)
+            time.sleep(0.2)
+            up.reap()
     except _Stopped:
         return 0
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
@@ -64,6 +65,12 @@ def test_haproxy_hashes_uris_consistently_and_checks_health(files: dict[str, str
         assert f"    {line}\n" in cfg, line
 
 
+def test_served_by_header_is_opt_in(fleet: Fleet) -> None:
+    assert "set-header" not in render_all(fleet, "f")["haproxy.cfg"]
+    named = dataclasses.replace(fleet, front=dataclasses.replace(fleet.front, served_by_header="X-Served-By"))
+    assert "    http-response set-header X-Served-By %s\n" in render_all(named, "f")["haproxy.cfg"]
+
+
 def test_keepalived_pair_is_vrrp3_nopreempt_unicast(files: dict[str, str]) -> None:
     lb1, lb2 = files["lb1/keepalived.conf"], files["lb2/keepalived.conf"]
     for conf in (lb1, lb2):
@@ -115,6 +122,7 @@ BAD = [
     ("short-drain", {"drain_delay": "0.5s"}, "drain_delay: must exceed"),
     ("one-balancer", {"balancers": [{"name": "lb1", "address": "127.0.10.1"}]}, "balancers: a VIP pair"),
     ("vip-not-ip", {"vip": {"address": "vip.example"}}, "vip.address: expected an IPv4 address"),
+    ("header-injects", {"front": {"served_by_header": "X: y"}}, "front.served_by_header"),
     ("bad-duration", {"front": {"check_interval": "soon"}}, "front.check_interval"),
 ]
 

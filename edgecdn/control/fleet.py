@@ -46,6 +46,8 @@ class Front:
     listen: str = "127.0.10.100:80"
     stats_socket: str = "/run/haproxy/edgecdn.sock"
     pidfile: str = "/run/haproxy.pid"
+    # "uri": consistent URI hash (each object on one edge); "roundrobin": only to compare (N copies).
+    balance: str = field(default="uri", metadata={"choices": ("uri", "roundrobin")})
     hash_balance_factor: int = field(default=150, metadata={"min": 0, "max": 1000})  # 0: unbounded
     check_interval: float = field(default=0.3, metadata=_secs(0.01))
     fall: int = field(default=2, metadata={"min": 1, "max": 100})
@@ -200,6 +202,11 @@ def render_haproxy(fleet: Fleet, source: str) -> str:
     """HAProxy 2.6: consistent URI hash over the edges, real health checks, retries when idempotent."""
     f = fleet.front
     servers = "\n".join(f"    server {e.name} {e.public} check" for e in fleet.edges)
+    balance = "balance roundrobin"
+    if f.balance == "uri":
+        balance = (
+            f"balance uri whole\n    hash-type consistent\n    hash-balance-factor {f.hash_balance_factor}"
+        )
     served_by = f"\n    http-response set-header {f.served_by_header} %s" if f.served_by_header else ""
     return f"""# {HEADER.format(source=source)}
 global
@@ -230,9 +237,7 @@ frontend edgecdn
 backend edges
     # Each URL (with its query: it is part of the cache key) lives on one edge; adding or removing an
     # edge moves only that edge's share. The load bound keeps a hot object from overloading one edge.
-    balance uri whole
-    hash-type consistent
-    hash-balance-factor {f.hash_balance_factor}
+    {balance}
     option httpchk GET /_edge/health
     http-check expect status 200
     default-server inter {_ms(f.check_interval)} fall {f.fall} rise {f.rise}{served_by}

@@ -71,6 +71,12 @@ def test_served_by_header_is_opt_in(fleet: Fleet) -> None:
     assert "    http-response set-header X-Served-By %s\n" in render_all(named, "f")["haproxy.cfg"]
 
 
+def test_round_robin_is_there_to_compare(fleet: Fleet) -> None:
+    rr = dataclasses.replace(fleet, front=dataclasses.replace(fleet.front, balance="roundrobin"))
+    cfg = render_all(rr, "f")["haproxy.cfg"]
+    assert "    balance roundrobin\n" in cfg and "hash-type" not in cfg
+
+
 def test_keepalived_pair_is_vrrp3_nopreempt_unicast(files: dict[str, str]) -> None:
     lb1, lb2 = files["lb1/keepalived.conf"], files["lb2/keepalived.conf"]
     for conf in (lb1, lb2):

@@ -187,6 +187,7 @@ async def through(s: aiohttp.ClientSession, base: str, names: list[str], conc: i
 # -- rendered configs pass the real tools ------------------------------------------------------------
 
 
+@pytest.mark.haproxy
 def test_rendered_configs_pass_haproxy_nginx_and_keepalived_checks(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parents[2] / "deploy" / "fleet" / "fleet.example.toml"
     fleet = load_fleet(example)
@@ -230,6 +231,7 @@ def test_rendered_configs_pass_haproxy_nginx_and_keepalived_checks(tmp_path: Pat
 # -- locality --------------------------------------------------------------------------------------
 
 
+@pytest.mark.haproxy
 async def test_each_object_lives_on_one_edge_and_an_edge_leaving_moves_only_its_share(
     fleet_up: FleetFactory,
 ) -> None:
@@ -314,6 +316,7 @@ def health(url: str) -> tuple[int, str]:
         return 0, "unreachable"
 
 
+@pytest.mark.haproxy
 async def test_a_killed_edge_leaves_the_pool_and_no_request_fails(fleet_up: FleetFactory) -> None:
     fleet = fleet_up(objects(200))
     names = sorted(objects(200))
@@ -331,6 +334,7 @@ async def test_a_killed_edge_leaves_the_pool_and_no_request_fails(fleet_up: Flee
     print(f"\nedge2 SIGKILLed: out of the pool after {took[0]:.2f} s, 0 failed requests")
 
 
+@pytest.mark.haproxy
 async def test_a_draining_edge_says_so_first_and_no_request_fails(fleet_up: FleetFactory) -> None:
     fleet = fleet_up(objects(200))
     names = sorted(objects(200))
@@ -362,6 +366,7 @@ async def test_a_draining_edge_says_so_first_and_no_request_fails(fleet_up: Flee
 # -- purge and joining ------------------------------------------------------------------------------
 
 
+@pytest.mark.haproxy
 async def test_fleet_purge_reaches_every_edge_and_the_shield(fleet_up: FleetFactory) -> None:
     fleet = fleet_up({"news.txt": b"old\n"})
     async with session() as s:
@@ -379,6 +384,7 @@ async def test_fleet_purge_reaches_every_edge_and_the_shield(fleet_up: FleetFact
             assert (await get(s, fleet.node(edge)["public"] + "/news.txt")).body == b"new\n"
 
 
+@pytest.mark.haproxy
 async def test_a_joining_edge_warms_before_haproxy_sends_it_traffic(
     fleet_up: FleetFactory, tmp_path: Path
 ) -> None:
@@ -442,6 +448,8 @@ for i in range(n):
 """
 
 
+@pytest.mark.haproxy
+@pytest.mark.netns
 def test_the_vip_moves_within_a_second_and_the_old_master_returning_causes_no_outage(
     fleet_up: FleetFactory, tmp_path: Path
 ) -> None:

@@ -149,6 +149,13 @@ def test_duplicate_edge_names_are_refused() -> None:
         parse_fleet(data)
 
 
+def test_cli_up_refuses_an_unknown_held_edge_before_starting_anything(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["fleet", "up", str(EXAMPLE), "--hold", "edge9", "--netns", "off"]) == 2
+    assert capsys.readouterr().err == f"edgecdn: error: --hold edge9: no such edge in {EXAMPLE}\n"
+
+
 def test_cli_render_writes_files_and_bad_input_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,11 +2,12 @@
 
     .venv/bin/python loadtests/fleet_measure.py [--objects 10000] [--requests 20000] [--zipf 1.0]
 
-Each variant runs `edgecdn fleet up --netns off` (origin → shield → 3 edges → HAProxy on free loopback
-ports), sends the same Zipf-popular request sequence through the front, and reports the fleet hit ratio
-(X-Cache HIT), the requests that left the edge tier (MISS: sent to the shield), the origin's requests
-(behind the shield) and the copies stored across the edges. Then, for the consistent variant, how many
-objects move when an edge leaves and returns (HAProxy stats socket). Figures are counts and ratios.
+Each variant (URI hash with hash-balance-factor 150, then 0; round robin) runs `edgecdn fleet up
+--netns off` (origin → shield → 3 edges → HAProxy on free loopback ports), sends the same Zipf-popular
+request sequence through the front, and reports the fleet hit ratio (X-Cache HIT), the requests that left
+the edge tier (MISS: sent to the shield), the origin's requests (behind the shield) and the copies stored
+across the edges. For the URI hash variants also how many objects move when an edge leaves and returns
+(HAProxy stats socket). Figures are counts and ratios.
 """
 
 from __future__ import annotations
@@ -37,28 +38,23 @@ READY = re.compile(r"fleet listening on (http://\S+)")
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def description(path: Path, balance: str) -> Path:
+def description(path: Path, balance: str, factor: int) -> Path:
     edges = "".join(
         f'[[edges]]\nname = "edge{i}"\npublic = "10.0.1.{i}:80"\nadmin = "10.0.1.{i}:81"\n' for i in (1, 2, 3)
     )
     path.write_text(
         'origins = ["http://127.0.0.1:9"]\n[front]\n'
-        f'balance = "{balance}"\ncheck_interval = "200ms"\nserved_by_header = "X-Served-By"\n'
+        f'balance = "{balance}"\nhash_balance_factor = {factor}\n'
+        'check_interval = "200ms"\nserved_by_header = "X-Served-By"\n'
         '[shield]\npublic = "10.0.1.100:80"\nadmin = "10.0.1.100:81"\n' + edges
     )
     return path
 
 
-def start(work: Path, root: Path, balance: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    run = work / f"run-{balance}"
-    argv = [
-        sys.executable,
-        "-m",
-        "edgecdn",
-        "fleet",
-        "up",
-        str(description(work / f"{balance}.toml", balance)),
-    ]
+def start(work: Path, root: Path, balance: str, factor: int) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    run = work / f"run-{balance}-{factor}"
+    fleet = description(work / f"{balance}-{factor}.toml", balance, factor)
+    argv = [sys.executable, "-m", "edgecdn", "fleet", "up", str(fleet)]
     argv += ["--origin-root", str(root), "--origin-test-hooks", "--netns", "off", "--run-dir", str(run)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True)
     assert proc.stdout is not None
@@ -98,8 +94,8 @@ def origin_requests(state: dict[str, Any]) -> int:
         return sum(json.load(r)["hits"].values())
 
 
-def measure(work: Path, root: Path, balance: str, seq: list[str]) -> dict[str, Any]:
-    proc, state = start(work, root, balance)
+def measure(work: Path, root: Path, balance: str, factor: int, seq: list[str]) -> dict[str, Any]:
+    proc, state = start(work, root, balance, factor)
     try:
         t = time.monotonic()
         got = asyncio.run(replay(state["front"], seq))
@@ -108,6 +104,7 @@ def measure(work: Path, root: Path, balance: str, seq: list[str]) -> dict[str, A
         copies = len({(p, e) for p, x, e in got if x == "MISS"})
         figures = {
             "balance": balance,
+            "hash_balance_factor": factor if balance == "uri" else None,
             "requests": len(seq),
             "fleet_hit_ratio": round(hits / len(seq), 4),
             "edge_tier_misses": sum(x == "MISS" for _, x, _ in got),
@@ -159,8 +156,8 @@ def main() -> None:
         root.mkdir()
         for i in range(args.objects):
             (root / f"z{i:05d}.txt").write_bytes(f"object {i}\n".encode() * 8)
-        for balance in ("uri", "roundrobin"):
-            print(json.dumps(measure(work, root, balance, seq)), flush=True)
+        for balance, factor in (("uri", 150), ("uri", 0), ("roundrobin", 0)):
+            print(json.dumps(measure(work, root, balance, factor, seq)), flush=True)
 
 
 if __name__ == "__main__":

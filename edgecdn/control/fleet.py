@@ -281,7 +281,7 @@ def render_check_script(fleet: Fleet, source: str) -> str:
     return f"""#!/bin/sh
 # {HEADER.format(source=source)}
 # Exit 0 while HAProxy (its pid file) is alive; keepalived gives the VIP away otherwise.
-exec kill -0 "$(cat {fleet.front.pidfile})" 2>/dev/null
+kill -0 "$(cat {fleet.front.pidfile})" 2>/dev/null
 """
 
 

@@ -55,8 +55,12 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("fleet", metavar="FLEET.toml", help="the fleet description (its addresses are replaced)")
-    p.add_argument("--origin-root", metavar="DIR", help="start edgecdn-origin on DIR as the only origin")
+    p.add_argument(
+        "fleet", metavar="FLEET.toml", help="the fleet description (addresses and origins are replaced)"
+    )
+    p.add_argument(
+        "--origin-root", required=True, metavar="DIR", help="start edgecdn-origin on DIR as the only origin"
+    )
     p.add_argument("--origin-test-hooks", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "--netns",
@@ -205,6 +209,8 @@ def _front_for(fleet: Fleet, where: Path, listen: str) -> Fleet:
 
 def run(args: argparse.Namespace) -> int:
     fleet = load_fleet(args.fleet)
+    if not Path(args.origin_root).is_dir():
+        raise UsageError(f"--origin-root {args.origin_root}: not a directory")
     unknown = set(args.hold) - {e.name for e in fleet.edges}
     if unknown:
         raise UsageError(f"--hold {sorted(unknown)[0]}: no such edge in {args.fleet}")
@@ -257,21 +263,11 @@ def _start(
     def core(argv: list[str]) -> list[str]:
         return lab.exec_argv(lab.core, argv) if lab else argv
 
-    state: dict[str, Any] = {"run_dir": str(run_dir), "netns": None, "origin": None}
-    if args.origin_root:
-        origin_argv = [
-            sys.executable,
-            "-m",
-            "origin",
-            "serve",
-            args.origin_root,
-            "--listen",
-            f"{host}:{ports[-1]}",
-        ]
-        up.spawn("origin", core(origin_argv + (["--test-hooks"] if args.origin_test_hooks else [])))
-        up.wait_line("origin", "listening on")
-        state["origin"] = f"http://{host}:{ports[-1]}"
-        fleet = dataclasses.replace(fleet, origins=(OriginServer(state["origin"]),))
+    state: dict[str, Any] = {"run_dir": str(run_dir), "netns": None, "origin": f"http://{host}:{ports[-1]}"}
+    origin = [sys.executable, "-m", "origin", "serve", args.origin_root, "--listen", f"{host}:{ports[-1]}"]
+    up.spawn("origin", core(origin + (["--test-hooks"] if args.origin_test_hooks else [])))
+    up.wait_line("origin", "listening on")
+    fleet = dataclasses.replace(fleet, origins=(OriginServer(state["origin"]),))
     fleet = _place(fleet, run_dir, host, ports)
     validate_fleet(fleet)
     source = Path(args.fleet).name

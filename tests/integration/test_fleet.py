@@ -513,3 +513,28 @@ def test_the_vip_moves_within_a_second_and_the_old_master_returning_causes_no_ou
     assert failed_after == []
     assert holds(lb2) and not holds(lb1)  # nopreempt: the VIP stayed where it was
     assert "Entering BACKUP STATE" in (tmp_path / "keepalived-lb1.log").read_text()
+
+
+@pytest.mark.haproxy
+@pytest.mark.netns
+def test_a_dead_haproxy_alone_gives_the_vip_away(fleet_up: FleetFactory) -> None:
+    """keepalived lives on, but its track_script follows HAProxy's pid file: the VIP moves to lb2."""
+    needs_root()
+    tool("keepalived")
+    fleet = fleet_up(objects(2), netns=True)
+    lb1, lb2 = fleet.state["haproxy"]["lb1"], fleet.state["haproxy"]["lb2"]
+
+    def holds(lb: dict[str, str]) -> bool:
+        out = subprocess.run(
+            ["ip", "-n", lb["ns"], "-4", "-o", "addr"], capture_output=True, text=True
+        ).stdout
+        return " 127.0.10.100/" in out
+
+    assert holds(lb1)
+    os.kill(fleet.pid("haproxy-lb1"), signal.SIGKILL)
+    deadline = time.monotonic() + WAIT_S
+    while not holds(lb2):
+        assert time.monotonic() < deadline, "the VIP stayed with a balancer whose HAProxy is dead"
+        time.sleep(0.02)
+    assert not holds(lb1)
+    os.kill(fleet.pid("keepalived-lb1"), 0)  # keepalived itself still runs

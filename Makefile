@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-stamp
 LISTEN  ?= 127.0.0.1:8080
 ORIGIN  ?= 127.0.0.1:9000
 
-.PHONY: setup run test unit lint bench loadtest clean
+.PHONY: setup run test unit lint bench loadtest clean fleet
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ setup: $(STAMP)
 ## run: the demo origin on deploy/demo-site and an edge in front of it (Ctrl-C stops both)
 run: setup
 	VENV=$(VENV) LISTEN=$(LISTEN) ORIGIN=$(ORIGIN) deploy/run-demo.sh
+
+## fleet: origin (deploy/demo-site), shield, 3 edges and HAProxy here; as root also the keepalived VIP pair in
+## network namespaces (deploy/README.md). Ctrl-C stops and removes everything it started.
+fleet: setup
+	$(PY) -m edgecdn fleet up deploy/fleet/fleet.example.toml --origin-root deploy/demo-site
 
 ## test: the whole suite (unit, component, integration)
 test: setup

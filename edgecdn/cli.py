@@ -48,6 +48,11 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
         help='poll the origins\' /_origin/changes this often, e.g. "5s" (sync.poll_interval; 0: off)',
     )
     p.add_argument(
+        "--warm-from",
+        metavar="MANIFEST",
+        help="fetch these URLs before /_edge/health says 200 (server.warm_from; bounded by warm_timeout)",
+    )
+    p.add_argument(
         "--admin-key",
         action="append",
         default=[],
@@ -79,6 +84,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         server = dataclasses.replace(server, access_log=False)
     if args.no_uvloop:
         server = dataclasses.replace(server, uvloop=False)
+    if args.warm_from:
+        server = dataclasses.replace(server, warm_from=args.warm_from)
     if args.cache_dir:
         cache = dataclasses.replace(cache, dir=args.cache_dir)
     if args.memory_size:
@@ -140,6 +147,30 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fleet_arguments(p: argparse.ArgumentParser) -> None:
+    from edgecdn.control import fleet
+    from edgecdn.process import fleet as fleet_up
+
+    sub = p.add_subparsers(dest="fleet_command", required=True, parser_class=_Parser)
+    for name, help_text, add_arguments, run in (
+        (
+            "render",
+            "render HAProxy, keepalived, nginx and edge configs",
+            fleet.add_render_arguments,
+            fleet.run_render,
+        ),
+        ("up", "run the whole fleet on this machine until Ctrl-C", fleet_up.add_arguments, fleet_up.run),
+    ):
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(sp)
+        sp.set_defaults(fleet_run=run)
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    code: int = args.fleet_run(args)
+    return code
+
+
 Command = tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: Sequence[Command] = (
     ("serve", "run an edge", _serve_arguments, _serve),
@@ -161,6 +192,7 @@ COMMANDS: Sequence[Command] = (
         download.add_arguments,
         download.run,
     ),
+    ("fleet", "render or run a fleet of edges behind HAProxy and a VIP pair", _fleet_arguments, _fleet),
 )
 
 

@@ -205,6 +205,11 @@ class ServerConfig:
     max_header_size: int = field(default=8190, metadata=_size(256))
     access_log: bool = True
     uvloop: bool = True
+    # Scale-out: on SIGTERM /_edge/health answers 503 "draining" this long (still serving) so the balancer
+    # takes the edge out before it stops accepting; warm_from: a manifest fetched before health says 200.
+    drain_delay: float = field(default=0.0, metadata=_secs())
+    warm_from: str = ""
+    warm_timeout: float = field(default=60.0, metadata=_secs(0.001))
 
 
 ADMIN_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,32}:[A-Za-z0-9_-]{43}")  # the shape `edgecdn keygen` prints
@@ -310,18 +315,22 @@ _FIELD_PARSERS: Mapping[str, Callable[[object, str], object]] = {
 
 def load_config(path: str | Path) -> Config:
     """Read and validate a TOML file; every problem is a ConfigError naming the key."""
+    config: Config = build(Config, read_toml(path), "")
+    validate(config)
+    return config
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; a missing, unreadable or invalid file is one ConfigError line."""
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except OSError as e:
         raise ConfigError(f"{path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
-    config: Config = build(Config, data, "")
-    validate(config)
-    return config
 
 
 def validate(config: Config) -> None:

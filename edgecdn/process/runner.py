@@ -15,6 +15,7 @@ from aiohttp import web
 from edgecdn.config import Config, parse_hostport
 from edgecdn.control import sdnotify
 from edgecdn.errors import EdgeError
+from edgecdn.serve import readiness
 from edgecdn.serve.admin import admin_runner
 from edgecdn.serve.app import Edge, public_server
 
@@ -60,7 +61,9 @@ async def serve(cfg: Config) -> int:
     admin = admin_runner(edge)
     await public.setup()
     await admin.setup()
+    warming = None
     try:
+        warming = readiness.start_warming(edge, cfg.server)  # health 503 "warming" until warm_from is fetched
         host, port = parse_hostport(cfg.server.listen, "server.listen")
         ahost, aport = parse_hostport(cfg.server.admin_listen, "server.admin_listen")
         try:
@@ -78,9 +81,11 @@ async def serve(cfg: Config) -> int:
         )
         sdnotify.notify("READY=1")
         await stop.wait()
+        await readiness.drain(edge, cfg.server.drain_delay)  # health 503 first, so the balancer moves away
         log.info("draining")
         sdnotify.notify("STOPPING=1")
     finally:
+        await readiness.stop_warming(warming)
         await public.cleanup()
         await admin.cleanup()
         await edge.close()

@@ -21,10 +21,8 @@ from edgecdn import clock
 from edgecdn.control import signing
 from edgecdn.control.prefetch import PREFETCH_PATH, BadPrefetch, QueueFull, parse_prefetch
 from edgecdn.control.purge import BadPurge, parse_purge
-from edgecdn.control.versioning import configured_pattern
 from edgecdn.errors import AdminError, ConfigError, StorageError, UsageError
 from edgecdn.serve.app import Edge
-from edgecdn.serve.prefetch import Prefetcher
 
 log = logging.getLogger("edgecdn.admin")
 
@@ -188,8 +186,7 @@ def admin_app(edge: Edge) -> web.Application:
 
 def add_prefetch_routes(app: web.Application, edge: Edge, guard: Guard) -> None:
     """Signed `POST /_edge/prefetch` (202 + task id) and `GET /_edge/prefetch/<task>` (its state)."""
-    versioned = configured_pattern(edge.cfg.cache.versioned_pattern)
-    prefetcher = Prefetcher(edge.cfg.prefetch, edge.store, edge.coalescer, versioned, edge.metrics)
+    prefetcher = edge.prefetcher
 
     async def submit(request: web.Request) -> web.Response:
         try:
@@ -211,12 +208,8 @@ def add_prefetch_routes(app: web.Application, edge: Edge, guard: Guard) -> None:
             )
         return web.json_response(task.to_json())
 
-    async def stop(_: web.Application) -> None:
-        await prefetcher.close()
-
     app.router.add_post(PREFETCH_PATH, submit)
     app.router.add_get(PREFETCH_PATH + "/{task}", status)
-    app.on_cleanup.append(stop)
 
 
 def admin_runner(edge: Edge) -> web.AppRunner:

@@ -13,6 +13,7 @@ from edgecdn import clock
 from edgecdn.cache.store import Store
 from edgecdn.config import Config
 from edgecdn.control import jitter
+from edgecdn.control.versioning import configured_pattern
 from edgecdn.fetch.client import OriginClient
 from edgecdn.fetch.coalesce import Coalescer
 from edgecdn.fetch.health import HealthChecker
@@ -20,6 +21,7 @@ from edgecdn.fetch.pool import OriginPool
 from edgecdn.metrics import Metrics
 from edgecdn.serve.follow import ChangeFollower
 from edgecdn.serve.handler import Handler
+from edgecdn.serve.prefetch import Prefetcher
 from edgecdn.serve.purge import Purger
 from edgecdn.serve.push import Pusher
 
@@ -41,9 +43,12 @@ class Edge:
         self.handler = Handler(cfg, self.store, self.client, self.pool, self.coalescer, self.metrics)
         self.purger = Purger(self.store, self.coalescer, self.metrics)
         self.pusher = Pusher(self.store, self.coalescer, self.metrics, cfg.cache)
+        versioned = configured_pattern(cfg.cache.versioned_pattern)
+        self.prefetcher = Prefetcher(cfg.prefetch, self.store, self.coalescer, versioned, self.metrics)
         follow = cfg.sync.poll_interval > 0
         self.follower = ChangeFollower(self.purger, self.store, cfg, self.metrics) if follow else None
         self.ready = False
+        self.unready = "starting"  # /_edge/health's status while not ready: "warming", "draining"
 
     async def start(self) -> None:
         swept = await self.store.sweep()
@@ -59,6 +64,7 @@ class Edge:
         self.ready = False
         if self.follower is not None:
             await self.follower.close()
+        await self.prefetcher.close()
         await self.checker.stop()
         await self.coalescer.close()
         await self.client.close()
@@ -75,7 +81,7 @@ class Edge:
         return await self.handler(request)
 
     def health(self) -> web.Response:
-        body = {"status": "ok" if self.ready else "starting", "origins": self.pool.states()}
+        body = {"status": "ok" if self.ready else self.unready, "origins": self.pool.states()}
         return web.json_response(
             body, status=200 if self.ready else 503, headers={"Cache-Control": "no-store"}
         )

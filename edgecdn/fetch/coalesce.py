@@ -520,6 +520,17 @@ class Coalescer:
             self._settle(flight, Failed(e))  # only when no head was shown yet (a verified-first fill)
             fill.release()
             return
+        except StorageError as e:
+            # The disk failed, not the origin: the store has counted and logged it (once per cause).
+            # Readers already streaming are cut; nothing is stored, and the failure is not remembered as
+            # the key's answer (doomed), so the next request goes to the origin again.
+            resp.abort()
+            self.metrics.fills.labels("failed").inc()
+            fill.fail(OriginError(f"cache store failed: {e.cause}"))
+            flight.doomed = True
+            self._settle(flight, Failed(OriginError("cache store failed")))
+            fill.release()
+            return
         except BaseException as e:
             resp.abort()
             fill.fail(OriginError(f"fill aborted: {e!r}"))

@@ -54,6 +54,7 @@ async def edge_client(tmp_path: Path) -> AsyncIterator[tuple[Edge, TestClient, d
 async def test_a_disk_lookup_raising_eio_is_answered_from_the_origin(
     edge_client: tuple[Edge, TestClient, dict[str, int]],  # type: ignore[type-arg]
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     edge, client, hits = edge_client
     first = await client.get("/obj")
@@ -75,8 +76,9 @@ async def test_a_disk_lookup_raising_eio_is_answered_from_the_origin(
 async def test_a_disk_full_mid_fill_cuts_the_client_leaves_nothing_and_is_counted(
     edge_client: tuple[Edge, TestClient, dict[str, int]],  # type: ignore[type-arg]
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    edge, client, _ = edge_client
+    edge, client, hits = edge_client
     monkeypatch.setattr(fill_module, "_pwrite_all", disk_full_after(1))
     got = await client.get("/full")
     with pytest.raises(aiohttp.ClientPayloadError):
@@ -86,5 +88,10 @@ async def test_a_disk_full_mid_fill_cuts_the_client_leaves_nothing_and_is_counte
     assert edge.store.faults.counts == {"ENOSPC": 1}
     assert list(edge.store.disk.tmp.iterdir()) == []
     assert await edge.store.record("/full") is None
+    assert not [
+        r for r in caplog.records if r.exc_info and r.name.startswith("edgecdn")
+    ]  # no bug, no traceback
+    # Within cache.error_ttl: a disk failure is not the key's answer, so the next client goes to the origin.
     again = await client.get("/full")
     assert again.headers["X-Cache"] == "MISS" and len(await again.read()) == SIZE
+    assert hits["/full"] == 2

@@ -180,6 +180,7 @@ class ServerConfig:
     admin_listen: str = "127.0.0.1:8081"
     header_timeout: float = field(default=10.0, metadata=_secs(0.001))
     keepalive_timeout: float = field(default=75.0, metadata=_secs())
+    body_timeout: float = field(default=300.0, metadata=_secs(0.001))  # a whole request body, public side
     max_header_size: int = field(default=8190, metadata=_size(256))
     access_log: bool = True
     uvloop: bool = True

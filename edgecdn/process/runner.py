@@ -15,10 +15,12 @@ from aiohttp import web
 from edgecdn.config import Config, parse_hostport
 from edgecdn.errors import EdgeError
 from edgecdn.serve.admin import admin_app
-from edgecdn.serve.app import Edge, public_server
+from edgecdn.serve.app import Edge, public_protocol
+from edgecdn.serve.connection import Connections
 
 log = logging.getLogger("edgecdn")
 SHUTDOWN_GRACE_S = 10.0
+BACKLOG = 1024
 
 
 def run(cfg: Config) -> int:
@@ -55,20 +57,20 @@ def raise_fd_limit() -> None:
 async def serve(cfg: Config) -> int:
     edge = Edge(cfg)
     await edge.start()
-    public = web.ServerRunner(public_server(edge), shutdown_timeout=SHUTDOWN_GRACE_S)
+    connections = Connections()
     admin = web.AppRunner(admin_app(edge), access_log=None)
-    await public.setup()
     await admin.setup()
+    public: asyncio.Server | None = None
     try:
-        host, port = parse_hostport(cfg.server.listen, "server.listen")
         ahost, aport = parse_hostport(cfg.server.admin_listen, "server.admin_listen")
         try:
-            await web.TCPSite(public, host, port, backlog=1024).start()
+            public = await listen_public(edge, connections)
             await web.TCPSite(admin, ahost, aport).start()
         except OSError as e:
             raise EdgeError(f"cannot listen: {e.strerror or e}") from None
         print(
-            f"edgecdn listening on {_url(public)} (admin {_url(admin)})",
+            f"edgecdn listening on {_url(public.sockets[0].getsockname())} "
+            f"(admin {_url(admin.addresses[0])})",
             flush=True,
         )
         stop = asyncio.Event()
@@ -78,14 +80,32 @@ async def serve(cfg: Config) -> int:
         await stop.wait()
         log.info("draining")
     finally:
-        await public.cleanup()
+        await drain(edge, public, connections)
         await admin.cleanup()
         await edge.close()
     return 0
 
 
-def _url(runner: web.BaseRunner) -> str:
-    host, port = runner.addresses[0][:2]
+async def listen_public(edge: Edge, connections: Connections) -> asyncio.Server:
+    """The public listener: the edge's HTTP/1.1 protocol on `server.listen` (one place to add more)."""
+    host, port = parse_hostport(edge.cfg.server.listen, "server.listen")
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(public_protocol(edge, connections), host, port, backlog=BACKLOG)
+
+
+async def drain(edge: Edge, public: asyncio.Server | None, connections: Connections) -> None:
+    """Stop accepting, let requests in flight finish (bounded), then close what is left."""
+    edge.ready, edge.draining = False, True
+    if public is not None:
+        public.close()
+    connections.drain()
+    await connections.wait_closed(SHUTDOWN_GRACE_S)
+    if public is not None:
+        await public.wait_closed()
+
+
+def _url(address: Any) -> str:
+    host, port = address[:2]
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{port}"

@@ -1,0 +1,403 @@
+"""One HTTP/1.1 client connection: llhttp framing, keep-alive, pipelining, deadlines, backpressure.
+
+Rules of this file: framing only — requests leave here as `Request`s for one `handle(request, writer)`
+call each, answered strictly in order, one at a time; at most `max_pipeline` parsed requests wait, and
+reading stops while they or a request body are above their high-water marks. Every deadline is one timer:
+the request head from the accept (or from the first byte after a keep-alive wait), the body, the idle
+wait. A malformed request is answered 4xx after the ones before it, then the connection closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import cast
+
+import httptools
+
+from edgecdn.serve.parser import BadRequest, Head, check_head
+from edgecdn.serve.request import Request, RequestBody
+from edgecdn.serve.writer import Fields, ResponseWriter
+
+log = logging.getLogger("edgecdn.connection")
+
+WRITE_HIGH_WATER = 64 * 1024  # bytes buffered per connection before a writer waits
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    header_timeout: float = 10.0  # a whole request head, counted from the accept or its first byte
+    keepalive_timeout: float = 75.0  # idle between requests
+    body_timeout: float = 300.0  # a whole request body
+    max_line: int = 8190  # request target bytes (414 beyond)
+    max_head: int = 8190 * 4  # request head bytes (431 beyond)
+    max_pipeline: int = 32  # parsed requests waiting on one connection before reading stops
+    hard_pipeline: int = 128  # ... and beyond which the flood is cut (answered up to here, then closed)
+
+
+Handle = Callable[[Request, ResponseWriter], Awaitable[None]]
+Refused = Callable[[str | None, BadRequest, ResponseWriter], None]
+
+
+class Connections:
+    """The live connections of one listener, for a bounded graceful drain."""
+
+    def __init__(self) -> None:
+        self.live: set[HttpConnection] = set()
+        self.draining = False
+        self._all_closed: asyncio.Event | None = None
+
+    def drain(self) -> None:
+        """No new requests: idle connections close now, busy ones after their current response."""
+        self.draining = True
+        for conn in list(self.live):
+            conn.shutdown()
+
+    async def wait_closed(self, grace: float) -> None:
+        """Wait up to `grace` seconds for the busy connections to finish, then cut the rest."""
+        self._all_closed = asyncio.Event()
+        if self.live:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._all_closed.wait()
+        for conn in list(self.live):
+            conn.abort()
+
+    def closed(self, conn: HttpConnection) -> None:
+        self.live.discard(conn)
+        if not self.live and self._all_closed is not None:
+            self._all_closed.set()
+
+
+class HttpConnection(asyncio.Protocol):
+    def __init__(self, handle: Handle, limits: Limits, connections: Connections, refused: Refused) -> None:
+        self._handle = handle
+        self._limits = limits
+        self._connections = connections
+        self._refused = refused
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self._remote: str | None = None
+        self._fd = -1
+        self._parser = httptools.HttpRequestParser(self)
+        self._queue: deque[Request | BadRequest] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing = False  # no more requests are read; close after what is queued
+        self._reading = True
+        self._body_paused = False
+        self._write_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._bad: BadRequest | None = None
+        # The request being parsed.
+        self._in_head = True
+        self._head_bytes = 0
+        self._url = b""
+        self._raw: list[tuple[bytes, bytes]] = []
+        self._body: RequestBody | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio.Transport subclass
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=0)
+        peer = transport.get_extra_info("peername")
+        self._remote = peer[0] if isinstance(peer, tuple) else None
+        sock = transport.get_extra_info("socket")
+        if sock is not None and transport.get_extra_info("sslcontext") is None:
+            self._fd = sock.fileno()
+        self._connections.live.add(self)
+        if self._connections.draining:
+            transport.close()
+            return
+        self._arm(self._limits.header_timeout)  # the first head is due from the accept on
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing and self._body is None:
+            return  # past the last request: nothing more is parsed
+        if self._in_head:
+            if self._head_bytes == 0 and not self._queue and self._task is None:
+                self._arm(self._limits.header_timeout)  # a keep-alive wait ends with this first byte
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # The request is queued; what follows is another protocol, which the edge does not speak.
+            self._stop_reading()
+        except httptools.HttpParserCallbackError:
+            if self._bad is not None or not self._closing:
+                self._refuse(self._bad or BadRequest(400, "malformed request"))
+        except httptools.HttpParserInvalidURLError:
+            self._refuse(BadRequest(400, "invalid request target"))
+        except httptools.HttpParserError as e:
+            self._refuse(BadRequest(400, _reason(e)))
+        else:
+            if self._in_head and self._head_bytes > self._limits.max_head:
+                self._refuse(BadRequest(431, "request header fields too large"))
+
+    def eof_received(self) -> bool | None:
+        if self._body is not None and not self._body.done:
+            self._body.fail(ConnectionResetError("client closed the request body"))
+        self._stop_reading()
+        if not self._queue and self._task is None:
+            return None  # nothing to answer: close
+        return True  # keep the write side open for the answers still due
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connections.closed(self)
+        self._closing = True
+        self._disarm()
+        if self._body is not None:
+            self._body.fail(ConnectionResetError("client went away"))
+        for item in self._queue:
+            if isinstance(item, Request) and item.body is not None:
+                item.body.fail(ConnectionResetError("client went away"))
+        self._wake_writer()
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_writer()
+
+    # -- what a writer needs (writer.Channel) --------------------------------------------------------
+
+    async def drain(self) -> None:
+        if self._write_paused and self.transport is not None:
+            self._write_waiter = self._loop.create_future()
+            await self._write_waiter
+        if self.transport is None:
+            raise ConnectionResetError("client went away")
+
+    def socket_fd(self) -> int:
+        return self._fd
+
+    # -- llhttp callbacks ----------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._closing:
+            raise _PastTheLast
+        self._in_head = True
+        self._url = b""
+        self._raw = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._limits.max_line:
+            self._bad = BadRequest(414, "request target too long")
+            raise self._bad
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._raw.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        size = len(self._url) + sum(len(n) + len(v) + 4 for n, v in self._raw)
+        if size > self._limits.max_head:
+            self._bad = BadRequest(431, "request header fields too large")
+            raise self._bad
+        parser = self._parser
+        try:
+            head = check_head(parser.get_method().decode(), self._url, parser.get_http_version(), self._raw)
+        except BadRequest as e:
+            self._bad = e
+            raise
+        self._in_head = False
+        self._head_bytes = 0
+        if len(self._queue) >= self._limits.hard_pipeline:
+            self._bad = BadRequest(429, "too many pipelined requests")
+            raise self._bad
+        self._enqueue(head, keep_alive=parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        if self._body is not None:
+            self._body.feed(body)
+
+    def on_message_complete(self) -> None:
+        if self._body is not None:
+            self._body.end()
+            self._body = None
+            self._arm(None)
+            if self._closing:
+                self._stop_reading()
+
+    # -- requests in, answers out ----------------------------------------------------------------------
+
+    def _enqueue(self, head: Head, *, keep_alive: bool) -> None:
+        body = None
+        if head.has_body:
+            body = RequestBody(
+                pause=self._pause_for_body,
+                on_first_read=self._send_continue if head.expect_continue else None,
+            )
+            self._body = body
+            self._arm(self._limits.body_timeout)
+        else:
+            self._disarm()
+        request = Request(
+            head.method,
+            head.target,
+            head.headers,
+            remote=self._remote,
+            version=head.version,
+            body=body,
+            received=self._loop.time(),
+        )
+        if not keep_alive:
+            self._closing = True  # the last request of this connection (its body is still read)
+            if body is None:
+                self._stop_reading()
+        self._queue.append(request)
+        if len(self._queue) >= self._limits.max_pipeline:
+            self._set_reading(False)
+        if self._task is None:
+            self._task = self._loop.create_task(self._serve())
+
+    async def _serve(self) -> None:
+        """Answer queued requests in order, one at a time."""
+        try:
+            while self._queue and self.transport is not None:
+                item = self._queue[0]
+                if isinstance(item, BadRequest):
+                    self._queue.clear()
+                    self._answer_bad(item)
+                    return
+                carry_on = await self._one(item)
+                self._queue.popleft()
+                if not carry_on:
+                    self._queue.clear()
+                    return
+                self._set_reading(True)
+        finally:
+            self._task = None
+        if self.transport is None:
+            return
+        if self._closing:
+            self.transport.close()
+        elif self._in_head:
+            # Waiting for the next request: idle, or its head already begun (then due within the limit).
+            self._arm(self._limits.header_timeout if self._head_bytes else self._limits.keepalive_timeout)
+
+    async def _one(self, request: Request) -> bool:
+        """Answer one request; False when the connection must end after it."""
+        last = self._closing and len(self._queue) == 1
+        writer = ResponseWriter(
+            self,
+            keep_alive=not last and not self._connections.draining,
+            head_only=request.method == "HEAD",
+            version=request.version,
+        )
+        try:
+            await self._handle(request, writer)
+        except ConnectionResetError:
+            pass
+        except Exception:
+            log.exception("unhandled error answering %s %s", request.method, request.path)
+            if not writer.started and self.transport is not None:
+                writer.keep_alive = False
+                writer.send(500, Fields((("Content-Type", "application/json"),)), b'{"error":"internal"}')
+        transport = self.transport
+        if transport is None:
+            return False
+        if not writer.finished:
+            transport.abort()  # a response cut short must look broken to the client, never complete
+            return False
+        if not writer.keep_alive or (request.body is not None and not request.body.done):
+            self._closing = True  # an unread body cannot be told apart from the next request
+            transport.close()
+            return False
+        return True
+
+    def _answer_bad(self, bad: BadRequest) -> None:
+        writer = ResponseWriter(self, keep_alive=False, head_only=False)
+        self._refused(self._remote, bad, writer)
+        if self.transport is not None:
+            self.transport.close()
+
+    def _refuse(self, bad: BadRequest) -> None:
+        """Answer the queued requests, then `bad`, then close; nothing more is read."""
+        self._bad = None
+        self._stop_reading()
+        if self._body is not None:
+            self._body.fail(ConnectionResetError("malformed request body"))
+            self._body = None
+        self._queue.append(bad)
+        if self._task is None:
+            self._task = self._loop.create_task(self._serve())
+
+    def _send_continue(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(CONTINUE)
+
+    # -- flow control and deadlines ----------------------------------------------------------------------
+
+    def _pause_for_body(self, pause: bool) -> None:
+        self._body_paused = pause
+        self._set_reading(not pause)
+
+    def _set_reading(self, on: bool) -> None:
+        if self.transport is None or (self._closing and self._body is None):
+            return
+        on = on and not self._body_paused and len(self._queue) < self._limits.max_pipeline
+        if on != self._reading:
+            self._reading = on
+            if on:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    def _stop_reading(self) -> None:
+        self._closing = True
+        self._disarm()
+        if self.transport is not None and self._reading:
+            self._reading = False
+            self.transport.pause_reading()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown of this connection (see Connections.drain)."""
+        self._stop_reading()
+        if not self._queue and self._task is None and self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _arm(self, timeout: float | None) -> None:
+        self._disarm()
+        if timeout is not None and timeout > 0:
+            self._timer = self._loop.call_later(timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self) -> None:
+        self._timer = None
+        if self._body is not None:
+            self._body.fail(TimeoutError("request body deadline passed"))
+        if self.transport is not None:
+            self.transport.close()
+
+    def _wake_writer(self) -> None:
+        waiter, self._write_waiter = self._write_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _PastTheLast(Exception):
+    """Raised in a callback to stop parsing after the connection's last request."""
+
+
+def _reason(error: Exception) -> str:
+    """llhttp's message, which names the rule and never the client's bytes."""
+    text = str(error).strip().lower()
+    return text[:80] if text else "malformed request"

@@ -174,6 +174,17 @@ class OriginConfig:
     cdn_id: str = "edgecdn"  # this edge's CDN-Loop token (RFC 8586); chained tiers need distinct ids
 
 
+def parse_access_log(value: object, key: str) -> bool | str:
+    """Where access lines go: true/"stdout", "stderr", a file path; false/"off" for none."""
+    if isinstance(value, bool) or value in ("stdout", "stderr"):
+        return value
+    if value == "off":
+        return False
+    if isinstance(value, str) and "/" in value and "\0" not in value:
+        return value
+    raise ConfigError(f'{key}: expected true or false, "stdout", "stderr", "off" or a path like ./access.log')
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     listen: str = "127.0.0.1:8080"
@@ -182,7 +193,8 @@ class ServerConfig:
     keepalive_timeout: float = field(default=75.0, metadata=_secs())
     body_timeout: float = field(default=300.0, metadata=_secs(0.001))  # a whole request body, public side
     max_header_size: int = field(default=8190, metadata=_size(256))
-    access_log: bool = True
+    # true (stdout), false / "off", "stdout", "stderr" or a file path (one containing "/").
+    access_log: bool | str = field(default=True, metadata={"parse": parse_access_log})
     uvloop: bool = True
 
 

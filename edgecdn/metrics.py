@@ -58,6 +58,11 @@ class Metrics:
             "Fills of versioned URLs whose body did not hash to the name (not stored)",
             registry=r,
         )
+        self.access_log_dropped = Counter(
+            "edgecdn_access_log_dropped",
+            "Access log lines not written (full disk, closed stdout, writer behind)",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -19,6 +19,7 @@ from edgecdn.fetch.health import HealthChecker
 from edgecdn.fetch.pool import OriginPool
 from edgecdn.metrics import Metrics
 from edgecdn.policy.status import CacheStatus
+from edgecdn.serve.accesslog import AccessLog
 from edgecdn.serve.connection import Connections, HttpConnection, Limits
 from edgecdn.serve.follow import ChangeFollower
 from edgecdn.serve.handler import Handler
@@ -46,8 +47,14 @@ class Edge:
         self.follower = ChangeFollower(self, interval) if interval > 0 else None
         self.ready = False
         self.draining = False
+        self.access_log: AccessLog | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        dest = self.cfg.server.access_log
+        if dest is not False:
+            self.access_log = AccessLog("stdout" if dest is True else dest, self.metrics.access_log_dropped)
         swept = await asyncio.to_thread(self.store.disk.sweep_tmp)
         if swept:
             log.info("removed %d unfinished bodies left by an earlier crash", swept)
@@ -65,13 +72,19 @@ class Edge:
         await self.coalescer.close()
         await self.client.close()
         await asyncio.to_thread(self.store.close)
+        if self.access_log is not None:
+            await self.access_log.close()
 
     async def dispatch(self, request: Request, out: ResponseWriter) -> None:
         """The public listener: every path is content except /_edge/*, the edge's own namespace."""
-        if _own_path(request.path):
-            self.own(request, out)
-        else:
-            await self.handler(request, out)
+        try:
+            if _own_path(request.path):
+                self.own(request, out)
+            else:
+                await self.handler(request, out)
+        finally:
+            if self.access_log is not None and self._loop is not None:
+                self.access_log.request(request, out, self._loop.time())
 
     def own(self, request: Request, out: ResponseWriter) -> None:
         """/_edge/* on the public listener: answered here, never forwarded; names no origin.
@@ -97,6 +110,8 @@ class Edge:
         """A request refused at the framing level: its 4xx, counted, no traceback."""
         _json(out, bad.status, {"error": bad.reason}, cache=CacheStatus.ERROR)
         self.handler.count(CacheStatus.ERROR.value)
+        if self.access_log is not None:
+            self.access_log.refused(remote, bad.status, out.body_sent)
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -242,7 +242,10 @@ class Handler:
         owner: bool,
         fwd: str,
     ) -> ResponseWriter | None:
+        loop = asyncio.get_running_loop()
+        waited = loop.time()
         head = await asyncio.shield(flight.head)
+        out.upstream_s = loop.time() - waited  # the origin's time to its head (a joiner: what it waited)
         now = clock.now()
         match head:
             case Storing(entry=entry, fill=fill, length=length):

@@ -25,7 +25,9 @@ from edgecdn.serve.writer import Fields, ResponseWriter
 
 log = logging.getLogger("edgecdn.connection")
 
-WRITE_HIGH_WATER = 64 * 1024  # bytes buffered per connection before a writer waits
+# Bytes buffered per connection before a writer waits (until the buffer is empty again): with the
+# writer's chunking this bounds what a slow reader holds to about one chunk.
+WRITE_HIGH_WATER = 16 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -140,6 +142,10 @@ class HttpConnection(asyncio.Protocol):
         else:
             if self._in_head and self._head_bytes > self._limits.max_head:
                 self._refuse(BadRequest(431, "request header fields too large"))
+        if self._queue and self._task is None and self.transport is not None:
+            # Started once the whole chunk is parsed, so a request whose framing breaks later in the
+            # same chunk is refused before anything of it runs.
+            self._task = self._loop.create_task(self._serve())
 
     def eof_received(self) -> bool | None:
         if self._body is not None and not self._body.done:
@@ -196,6 +202,9 @@ class HttpConnection(asyncio.Protocol):
             raise self._bad
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) + len(value) > self._limits.max_line:
+            self._bad = BadRequest(431, "request header field too large")
+            raise self._bad
         self._raw.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -221,6 +230,8 @@ class HttpConnection(asyncio.Protocol):
             self._body.feed(body)
 
     def on_message_complete(self) -> None:
+        self._in_head = True  # what comes next is the head of another request
+        self._head_bytes = 0
         if self._body is not None:
             self._body.end()
             self._body = None
@@ -257,8 +268,6 @@ class HttpConnection(asyncio.Protocol):
         self._queue.append(request)
         if len(self._queue) >= self._limits.max_pipeline:
             self._set_reading(False)
-        if self._task is None:
-            self._task = self._loop.create_task(self._serve())
 
     async def _serve(self) -> None:
         """Answer queued requests in order, one at a time."""
@@ -325,12 +334,13 @@ class HttpConnection(asyncio.Protocol):
         """Answer the queued requests, then `bad`, then close; nothing more is read."""
         self._bad = None
         self._stop_reading()
-        if self._body is not None:
-            self._body.fail(ConnectionResetError("malformed request body"))
-            self._body = None
+        body, self._body = self._body, None
+        if body is not None:
+            body.fail(ConnectionResetError("malformed request body"))
+            last = self._queue[-1] if self._queue else None
+            if self._task is None and isinstance(last, Request) and last.body is body:
+                self._queue.pop()  # its own framing is broken: it is never handled, only refused
         self._queue.append(bad)
-        if self._task is None:
-            self._task = self._loop.create_task(self._serve())
 
     def _send_continue(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -57,6 +57,8 @@ def check_head(method: str, url: bytes, version: str, raw: list[tuple[bytes, byt
     if expect is not None and expect.strip().lower() != "100-continue":
         raise BadRequest(417, "expectation not supported")
     te = "Transfer-Encoding" in headers
+    if te and ",".join(headers.getall("Transfer-Encoding")).rsplit(",", 1)[-1].strip().lower() != "chunked":
+        raise BadRequest(400, "transfer-encoding must end in chunked")  # RFC 9112 §6.3 rule 4
     length = headers.get("Content-Length")
     return Head(
         method,

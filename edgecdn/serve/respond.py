@@ -30,8 +30,11 @@ from edgecdn.http.ranges import (
 from edgecdn.policy.status import CacheStatus
 from edgecdn.policy.stored import StoredResponse
 from edgecdn.serve.request import Request
-from edgecdn.serve.writer import CHUNK, Fields, ResponseWriter, serialize
+from edgecdn.serve.writer import Fields, ResponseWriter, serialize
 
+# What one reader of a fill in progress holds at most: the bytes not yet in the fill's file are copied
+# out in pieces of this size; the rest goes by sendfile from the fill's file.
+FILL_READ = 64 * 1024
 LARGE_BODY = 512 * 1024  # memory bodies from this size on go out in pieces (or by sendfile), not one write
 BOUNDARY_HEX = 32  # hex digits in a multipart boundary
 CONDITIONAL_FIELDS = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
@@ -168,7 +171,7 @@ async def _memory_body(
     out.start(status, fields, length=len(body))
     if file_offset is not None and found.file is not None:
         # The same bytes from the kept body file: sendfile() spares the copy into the socket.
-        await out.sendfile(found.file, file_offset, len(body), copy=memoryview(body))
+        await out.sendfile(found.file.fileno(), file_offset, len(body), copy=memoryview(body))
     else:
         await out.write(body)
     await out.end()
@@ -184,7 +187,7 @@ async def _disk_body(
         out.start(206, fields, length=multipart_length(boundary, ctype, plan, size))
         for r in plan.ranges:
             await out.write(multipart_head(boundary, ctype, r, size))
-            await out.sendfile(found.file, r.start, r.length)
+            await out.sendfile(found.file.fileno(), r.start, r.length)
         await out.write(multipart_tail(boundary))
         await out.end()
         return
@@ -194,7 +197,7 @@ async def _disk_body(
         fields.extra.append(("Content-Range", r.content_range(size)))
         status, offset, count = 206, r.start, r.length
     out.start(status, fields, length=count)
-    await out.sendfile(found.file, offset, count)
+    await out.sendfile(found.file.fileno(), offset, count)
     await out.end()
 
 
@@ -224,7 +227,13 @@ async def from_fill(
     out.flush()
     end = None if count is None else offset + count
     while end is None or offset < end:
-        limit = CHUNK if end is None else min(CHUNK, end - offset)
+        flushed = fill.flushed if end is None else min(fill.flushed, end)
+        if offset < flushed and fill.error is None:
+            # In the fill's file already: sent from there, so joiners share the bytes, not copies.
+            await out.sendfile(fill.fileno(), offset, flushed - offset)
+            offset = flushed
+            continue
+        limit = FILL_READ if end is None else min(FILL_READ, end - offset)
         chunk = await fill.read(offset, limit)  # raises the fill's error if it broke
         if not chunk:
             break

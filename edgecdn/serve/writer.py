@@ -11,13 +11,13 @@ import asyncio
 import os
 from collections.abc import Iterable
 from http import HTTPStatus
-from typing import IO, Protocol
+from typing import Protocol
 
 from edgecdn.http.fields import Headers
 from edgecdn.policy.status import CacheStatus
 
 CHUNK = 256 * 1024  # body bytes per write of a streamed or copied body
-FALLBACK_CHUNK = 128 * 1024  # bytes copied through the loop while the socket cannot take sendfile()
+FALLBACK_CHUNK = 32 * 1024  # bytes copied through the loop while the socket cannot take sendfile()
 NO_BODY_STATUSES = frozenset({204, 304})
 _STATUS_LINES: dict[int, bytes] = {}
 
@@ -193,12 +193,13 @@ class ResponseWriter:
             self.body_sent += len(piece)
             await self.channel.drain()
 
-    async def sendfile(
-        self, file: IO[bytes], offset: int, count: int, *, copy: memoryview | None = None
-    ) -> None:
-        """`count` bytes of `file` from `offset`: sendfile(2) whenever the socket is writable and our own
-        buffer empty (so no byte overtakes another), otherwise one chunk through the loop — from `copy`
-        (the same bytes, already in memory) when given, else read in a thread."""
+    async def sendfile(self, file: int, offset: int, count: int, *, copy: memoryview | None = None) -> None:
+        """`count` bytes of the file descriptor `file` from `offset`.
+
+        sendfile(2) whenever the socket is writable and our own buffer empty (so no byte overtakes
+        another), otherwise one chunk through the loop — from `copy` (the same bytes, already in
+        memory) when given, else read in a thread.
+        """
         if self._head_only or count <= 0:
             return
         transport = self._transport()
@@ -219,7 +220,7 @@ class ResponseWriter:
             if copy is not None:
                 chunk: bytes | memoryview = copy[offset - start : offset - start + n]
             else:
-                chunk = await asyncio.to_thread(os.pread, file.fileno(), n, offset)
+                chunk = await asyncio.to_thread(os.pread, file, n, offset)
             if not chunk:
                 raise ConnectionResetError("cache file shorter than its record")
             await self.write(chunk)
@@ -246,12 +247,12 @@ class ResponseWriter:
         return transport
 
 
-def _sendfile(fd: int, file: IO[bytes], offset: int, count: int) -> int:
+def _sendfile(fd: int, file: int, offset: int, count: int) -> int:
     """What the socket takes now, without blocking; a dead socket is the client going away."""
     sent = 0
     try:
         while sent < count:
-            n = os.sendfile(fd, file.fileno(), offset + sent, count - sent)
+            n = os.sendfile(fd, file, offset + sent, count - sent)
             if n == 0:
                 break
             sent += n

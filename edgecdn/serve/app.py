@@ -48,6 +48,11 @@ class Edge:
         self.ready = False
         self.draining = False
         self.access_log: AccessLog | None = None
+        # The edge's own paths on the public listener, the one place they are routed. /_edge/jitter
+        # (control/jitter.py) is added here when it exists; until then it answers 404 like any other.
+        self.own_routes: dict[str, Callable[[Request, ResponseWriter], None]] = {
+            "/_edge/health": self.public_health,
+        }
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
@@ -89,19 +94,26 @@ class Edge:
     def own(self, request: Request, out: ResponseWriter) -> None:
         """/_edge/* on the public listener: answered here, never forwarded; names no origin.
 
-        /_edge/health is the readiness probe. /_edge/jitter joins here once control/jitter.py exists;
-        admin routes and anything else answer 404 (the admin listener has the details).
+        The routes are `self.own_routes`; admin routes and anything else answer 404 (the admin listener
+        has the details).
         """
-        if request.path == "/_edge/health":
-            state = "ok" if self.ready else ("draining" if self.draining else "starting")
-            _json(out, 200 if state == "ok" else 503, {"status": state})
-        else:
+        route = self.own_routes.get(request.path)
+        if route is None:
             _json(out, 404, {"error": "not found"})
+        else:
+            route(request, out)
+
+    def public_health(self, _: Request, out: ResponseWriter) -> None:
+        """200 {"status":"ok"} when serving, else 503 "starting" or "draining"."""
+        _json(out, 200 if self.ready else 503, {"status": self.state})
+
+    @property
+    def state(self) -> str:
+        return "ok" if self.ready else ("draining" if self.draining else "starting")
 
     def health(self) -> web.Response:
         """The admin listener's health: readiness plus each origin's state (never on the public side)."""
-        state = "ok" if self.ready else ("draining" if self.draining else "starting")
-        body = {"status": state, "origins": self.pool.states()}
+        body = {"status": self.state, "origins": self.pool.states()}
         return web.json_response(
             body, status=200 if self.ready else 503, headers={"Cache-Control": "no-store"}
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import resource
 import signal
@@ -21,6 +22,7 @@ from edgecdn.serve.connection import Connections
 log = logging.getLogger("edgecdn")
 SHUTDOWN_GRACE_S = 10.0
 BACKLOG = 1024
+GC_YOUNG = 10_000  # allocations between young-generation collections (CPython's default: 700)
 
 
 def run(cfg: Config) -> int:
@@ -43,6 +45,18 @@ def _run_loop(main: Callable[[], Coroutine[Any, Any, int]], *, use_uvloop: bool)
         return runner.run(main())
 
 
+def settle_heap() -> None:
+    """What is allocated at start lives for the process: keep the collector from walking it again.
+
+    Requests allocate many short-lived containers; with the default thresholds a full collection
+    walks every module-level object now and then (milliseconds at the p99). Objects made at start
+    are frozen out of collection, and the young generation is collected less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
+
+
 def raise_fd_limit() -> None:
     """Lift the soft open-files limit to the hard one: connections plus kept body files need room."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -57,6 +71,7 @@ def raise_fd_limit() -> None:
 async def serve(cfg: Config) -> int:
     edge = Edge(cfg)
     await edge.start()
+    settle_heap()
     connections = Connections()
     admin = web.AppRunner(admin_app(edge), access_log=None)
     await admin.setup()

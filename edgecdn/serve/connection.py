@@ -28,6 +28,7 @@ log = logging.getLogger("edgecdn.connection")
 # Bytes buffered per connection before a writer waits (until the buffer is empty again): with the
 # writer's chunking this bounds what a slow reader holds to about one chunk.
 WRITE_HIGH_WATER = 16 * 1024
+LINGER_S = 2.0  # after a close with the client still sending, how long its bytes are read and dropped
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -88,19 +89,28 @@ class HttpConnection(asyncio.Protocol):
         self._fd = -1
         self._parser = httptools.HttpRequestParser(self)
         self._queue: deque[Request | BadRequest] = deque()
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # answers the queue; lives as long as the connection
+        self._wakeup: asyncio.Future[None] | None = None  # what that task waits on while the queue is empty
+        self._busy = False  # a request is being answered
+        # One deadline (loop time, 0: none) and one timer that only ever moves earlier: a timer that
+        # fires before the deadline re-arms itself, so a keep-alive request costs no timer operation.
+        self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._head_due = False  # the deadline is the current request head's
         self._closing = False  # no more requests are read; close after what is queued
         self._reading = True
         self._body_paused = False
         self._write_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._bad: BadRequest | None = None
+        self._lingering = False  # our side is shut; the client's bytes are dropped until it closes
         # The request being parsed.
         self._in_head = True
         self._head_bytes = 0
         self._url = b""
         self._raw: list[tuple[bytes, bytes]] = []
+        self._head_size = 0  # bytes of the fields so far
         self._body: RequestBody | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
@@ -118,14 +128,13 @@ class HttpConnection(asyncio.Protocol):
         if self._connections.draining:
             transport.close()
             return
+        self._head_due = True
         self._arm(self._limits.header_timeout)  # the first head is due from the accept on
 
     def data_received(self, data: bytes) -> None:
         if self._closing and self._body is None:
             return  # past the last request: nothing more is parsed
         if self._in_head:
-            if self._head_bytes == 0 and not self._queue and self._task is None:
-                self._arm(self._limits.header_timeout)  # a keep-alive wait ends with this first byte
             self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
@@ -140,18 +149,24 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserError as e:
             self._refuse(BadRequest(400, _reason(e)))
         else:
-            if self._in_head and self._head_bytes > self._limits.max_head:
-                self._refuse(BadRequest(431, "request header fields too large"))
-        if self._queue and self._task is None and self.transport is not None:
+            if self._in_head and self._head_bytes:
+                if self._head_bytes > self._limits.max_head:
+                    self._refuse(BadRequest(431, "request header fields too large"))
+                elif not self._head_due:  # a head begun and not finished: due within the limit
+                    self._head_due = True
+                    self._arm(self._limits.header_timeout)
+        if self._queue:
             # Started once the whole chunk is parsed, so a request whose framing breaks later in the
             # same chunk is refused before anything of it runs.
-            self._task = self._loop.create_task(self._serve())
+            self._kick()
 
     def eof_received(self) -> bool | None:
+        if self._lingering:
+            return None  # the client is done too: close
         if self._body is not None and not self._body.done:
             self._body.fail(ConnectionResetError("client closed the request body"))
         self._stop_reading()
-        if not self._queue and self._task is None:
+        if not self._queue and not self._busy:
             return None  # nothing to answer: close
         return True  # keep the write side open for the answers still due
 
@@ -159,6 +174,10 @@ class HttpConnection(asyncio.Protocol):
         self._connections.closed(self)
         self._closing = True
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._kick()  # the serving task ends
         if self._body is not None:
             self._body.fail(ConnectionResetError("client went away"))
         for item in self._queue:
@@ -194,6 +213,7 @@ class HttpConnection(asyncio.Protocol):
         self._in_head = True
         self._url = b""
         self._raw = []
+        self._head_size = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -202,14 +222,15 @@ class HttpConnection(asyncio.Protocol):
             raise self._bad
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) + len(value) > self._limits.max_line:
+        size = len(name) + len(value)
+        if size > self._limits.max_line:
             self._bad = BadRequest(431, "request header field too large")
             raise self._bad
+        self._head_size += size + 4
         self._raw.append((name, value))
 
     def on_headers_complete(self) -> None:
-        size = len(self._url) + sum(len(n) + len(v) + 4 for n, v in self._raw)
-        if size > self._limits.max_head:
+        if len(self._url) + self._head_size > self._limits.max_head:
             self._bad = BadRequest(431, "request header fields too large")
             raise self._bad
         parser = self._parser
@@ -220,6 +241,7 @@ class HttpConnection(asyncio.Protocol):
             raise
         self._in_head = False
         self._head_bytes = 0
+        self._head_due = False
         if len(self._queue) >= self._limits.hard_pipeline:
             self._bad = BadRequest(429, "too many pipelined requests")
             raise self._bad
@@ -269,16 +291,36 @@ class HttpConnection(asyncio.Protocol):
         if len(self._queue) >= self._limits.max_pipeline:
             self._set_reading(False)
 
+    def _kick(self) -> None:
+        """Start the serving task, or wake it from its wait for the next request."""
+        if self._task is None:
+            if self.transport is not None:
+                self._task = self._loop.create_task(self._serve())
+        elif self._wakeup is not None:
+            wakeup, self._wakeup = self._wakeup, None
+            if not wakeup.done():
+                wakeup.set_result(None)
+
     async def _serve(self) -> None:
-        """Answer queued requests in order, one at a time."""
+        """Answer queued requests in order, one at a time, for as long as the connection lives."""
         try:
-            while self._queue and self.transport is not None:
+            while self.transport is not None:
+                if not self._queue:
+                    if self._closing:
+                        break
+                    if self._in_head and not self._head_due:
+                        self._arm(self._limits.keepalive_timeout)  # idle until the next request
+                    self._wakeup = self._loop.create_future()
+                    await self._wakeup
+                    continue
                 item = self._queue[0]
                 if isinstance(item, BadRequest):
                     self._queue.clear()
                     self._answer_bad(item)
                     return
+                self._busy = True
                 carry_on = await self._one(item)
+                self._busy = False
                 self._queue.popleft()
                 if not carry_on:
                     self._queue.clear()
@@ -286,13 +328,9 @@ class HttpConnection(asyncio.Protocol):
                 self._set_reading(True)
         finally:
             self._task = None
-        if self.transport is None:
-            return
+            self._busy = False
         if self._closing:
-            self.transport.close()
-        elif self._in_head:
-            # Waiting for the next request: idle, or its head already begun (then due within the limit).
-            self._arm(self._limits.header_timeout if self._head_bytes else self._limits.keepalive_timeout)
+            self._linger()
 
     async def _one(self, request: Request) -> bool:
         """Answer one request; False when the connection must end after it."""
@@ -320,15 +358,14 @@ class HttpConnection(asyncio.Protocol):
             return False
         if not writer.keep_alive or (request.body is not None and not request.body.done):
             self._closing = True  # an unread body cannot be told apart from the next request
-            transport.close()
+            self._linger()
             return False
         return True
 
     def _answer_bad(self, bad: BadRequest) -> None:
         writer = ResponseWriter(self, keep_alive=False, head_only=False)
         self._refused(self._remote, bad, writer)
-        if self.transport is not None:
-            self.transport.close()
+        self._linger()
 
     def _refuse(self, bad: BadRequest) -> None:
         """Answer the queued requests, then `bad`, then close; nothing more is read."""
@@ -338,7 +375,7 @@ class HttpConnection(asyncio.Protocol):
         if body is not None:
             body.fail(ConnectionResetError("malformed request body"))
             last = self._queue[-1] if self._queue else None
-            if self._task is None and isinstance(last, Request) and last.body is body:
+            if not self._busy and isinstance(last, Request) and last.body is body:
                 self._queue.pop()  # its own framing is broken: it is never handled, only refused
         self._queue.append(bad)
 
@@ -373,29 +410,57 @@ class HttpConnection(asyncio.Protocol):
     def shutdown(self) -> None:
         """Graceful shutdown of this connection (see Connections.drain)."""
         self._stop_reading()
-        if not self._queue and self._task is None and self.transport is not None:
+        if not self._queue and not self._busy and self.transport is not None:
             self.transport.close()
+
+    def _linger(self) -> None:
+        """Close without the client losing what was sent (RFC 9112 §9.6): our side is shut, and what the
+        client still sends is read and dropped for a while, so no reset overtakes the answers."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._lingering or not transport.can_write_eof():
+            transport.close()
+            return
+        self._lingering = True
+        self._closing = True
+        transport.write_eof()
+        if not self._reading:
+            self._reading = True
+            transport.resume_reading()
+        self._arm(LINGER_S)
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
     def _arm(self, timeout: float | None) -> None:
-        self._disarm()
-        if timeout is not None and timeout > 0:
-            self._timer = self._loop.call_later(timeout, self._expired)
+        """Make `timeout` from now the connection's deadline (None: no deadline)."""
+        if timeout is None or timeout <= 0:
+            self._deadline = 0.0
+            return
+        at = self._loop.time() + timeout
+        self._deadline = at
+        if self._timer is None or self._timer_at > at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(at, self._expired)
+            self._timer_at = at
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = 0.0
 
     def _expired(self) -> None:
         self._timer = None
+        if not self._deadline or self.transport is None:
+            return
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._expired)
+            self._timer_at = self._deadline
+            return
         if self._body is not None:
             self._body.fail(TimeoutError("request body deadline passed"))
-        if self.transport is not None:
-            self.transport.close()
+        self.transport.close()
 
     def _wake_writer(self) -> None:
         waiter, self._write_waiter = self._write_waiter, None

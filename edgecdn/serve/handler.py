@@ -56,6 +56,7 @@ from edgecdn.serve.writer import ResponseWriter
 
 log = logging.getLogger("edgecdn.handler")
 
+HIT_FIELDS_KEPT = 4096  # memoised Cache-Status values of hits (by status and ttl)
 MAX_VARY_RETRIES = 2  # a waiter whose variant differs from the fill's looks up again at most this often
 
 
@@ -78,6 +79,7 @@ class Handler:
         pattern = cfg.cache.versioned_pattern
         self.versioned = None if pattern == "off" else VersionPattern(pattern or DEFAULT_REGEX)
         self._counters: dict[str, Counter] = {}  # metric children by X-Cache value, looked up once
+        self._hit_fields: dict[tuple[CacheStatus, int], str] = {}
 
     async def __call__(self, request: Request, out: ResponseWriter) -> None:
         try:
@@ -117,12 +119,26 @@ class Handler:
         )
         if request.method not in ("GET", "HEAD"):
             return await self.pass_through(request, out, primary, PassReason.METHOD)
-        for _ in range(MAX_VARY_RETRIES + 1):
-            found = await self.lookup(request, primary)
+        for attempt in range(MAX_VARY_RETRIES + 1):
+            found: Found | None = None
+            if not attempt:  # the memory tier answers without awaiting anything
+                found = self.store.lookup_memory(primary, request.headers)
+            if found is None:
+                found = await self.lookup(request, primary)
             resp = await self.act(request, out, primary, facts, found)
             if resp is not None:
                 return resp
         return await self.pass_through(request, out, primary, PassReason.HIT_FOR_MISS)
+
+    def hit_field(self, status: CacheStatus, ttl: int) -> str:
+        """`Cache-Status` of a hit, built once per (status, ttl) rather than per request."""
+        key = (status, ttl)
+        field = self._hit_fields.get(key)
+        if field is None:
+            if len(self._hit_fields) > HIT_FIELDS_KEPT:
+                self._hit_fields.clear()
+            field = self._hit_fields[key] = cache_status_field(status, ttl=ttl)
+        return field
 
     async def lookup(self, request: Request, primary: str) -> Found | None:
         hit = self.store.lookup_memory(primary, request.headers)
@@ -149,7 +165,7 @@ class Handler:
             case Fresh(entry=e, age=age, stale=stale):
                 assert found is not None
                 status = CacheStatus.STALE if stale else CacheStatus.HIT
-                field = cache_status_field(status, ttl=ttl_left(e, age))
+                field = self.hit_field(status, int(ttl_left(e, age)))
                 return await respond.from_cache(
                     request,
                     out,

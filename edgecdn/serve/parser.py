@@ -8,7 +8,7 @@ control characters, invalid field names, CL+TE, duplicate or malformed Content-L
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from multidict import CIMultiDict
 
@@ -26,8 +26,7 @@ class BadRequest(Exception):
         self.reason = reason  # short, for the error body and the log line; never echoes client bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
+class Head(NamedTuple):
     method: str
     target: str  # origin-form
     version: str
@@ -42,9 +41,7 @@ def check_head(method: str, url: bytes, version: str, raw: list[tuple[bytes, byt
         raise BadRequest(505, "http version not supported")
     if method == "CONNECT":
         raise BadRequest(405, "method not allowed")
-    headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in raw:
-        headers.add(name.decode("latin-1"), value.decode("latin-1"))
+    headers: CIMultiDict[str] = CIMultiDict([(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw])
     hosts = headers.getall("Host", [])
     if len(hosts) > 1:
         raise BadRequest(400, "more than one Host")
@@ -65,8 +62,8 @@ def check_head(method: str, url: bytes, version: str, raw: list[tuple[bytes, byt
         target,
         version,
         headers,
-        has_body=te or (length is not None and length.strip() not in ("", "0")),
-        expect_continue=expect is not None and version == "1.1",
+        te or (length is not None and length.strip() not in ("", "0")),
+        expect is not None and version == "1.1",
     )
 
 

@@ -100,7 +100,8 @@ class Request:
     ) -> None:
         self.method = method
         self.target = target  # origin-form path and query, exactly as sent
-        self.path = unquote(target.partition("?")[0], errors="replace")
+        path = target.partition("?")[0]
+        self.path = unquote(path, errors="replace") if "%" in path else path
         self.headers = headers
         self.remote = remote
         self.version = version

@@ -66,7 +66,7 @@ class AccessLog:
         """The line of one answered request; `now` is the loop time it ended."""
         h = request.headers
         status = out.status if out.started else 499  # nginx's "client closed request"
-        cache = out.cache.value if out.cache is not None else "-"
+        cache = out.cache._value_ if out.cache is not None else "-"  # _value_: no enum property call
         up = f"{out.upstream_s:.3f}" if out.upstream_s >= 0 else "-"
         total = now - request.received
         self._add(

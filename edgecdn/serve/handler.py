@@ -79,7 +79,7 @@ class Handler:
         pattern = cfg.cache.versioned_pattern
         self.versioned = None if pattern == "off" else VersionPattern(pattern or DEFAULT_REGEX)
         self._counters: dict[str, Counter] = {}  # metric children by X-Cache value, looked up once
-        self._hit_fields: dict[tuple[CacheStatus, int], str] = {}
+        self._hit_fields: dict[tuple[str, int], str] = {}
 
     async def __call__(self, request: Request, out: ResponseWriter) -> None:
         try:
@@ -96,7 +96,7 @@ class Handler:
             if not out.started:
                 field = cache_status_field(CacheStatus.ERROR, detail=e.detail)
                 respond.origin_error(out, e, cache_status=field)
-        self.count(out.cache.value if out.cache is not None else "NONE")
+        self.count(out.cache._value_ if out.cache is not None else "NONE")
 
     def count(self, cache_status: str) -> None:
         counter = self._counters.get(cache_status)
@@ -132,7 +132,7 @@ class Handler:
 
     def hit_field(self, status: CacheStatus, ttl: int) -> str:
         """`Cache-Status` of a hit, built once per (status, ttl) rather than per request."""
-        key = (status, ttl)
+        key = (status._value_, ttl)  # a str key: hashing an enum member is a Python-level call
         field = self._hit_fields.get(key)
         if field is None:
             if len(self._hit_fields) > HIT_FIELDS_KEPT:

@@ -69,7 +69,7 @@ def base_headers(
 ) -> Fields:
     """This response's own fields, and its CacheStatus carried on the writer."""
     out.cache = status
-    fields.extra += (("Age", str(int(age))), ("X-Cache", status.value), ("Cache-Status", cache_status))
+    fields.extra += (("Age", str(int(age))), ("X-Cache", status._value_), ("Cache-Status", cache_status))
     return fields
 
 

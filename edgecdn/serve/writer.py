@@ -35,7 +35,7 @@ def status_line(status: int) -> bytes:
 
 def serialize(fields: Iterable[tuple[str, str]]) -> bytes:
     """`Name: value\\r\\n` lines; values are latin-1 as they were received."""
-    return "".join(f"{n}: {v}\r\n" for n, v in fields).encode("latin-1", "replace")
+    return "".join([f"{n}: {v}\r\n" for n, v in fields]).encode("latin-1", "replace")
 
 
 class Fields:

@@ -41,6 +41,11 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-size", metavar="SIZE", help='memory tier bound, e.g. "256MiB"')
     p.add_argument("--disk-size", metavar="SIZE", help='disk tier bound, e.g. "10GiB"')
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+    p.add_argument(
+        "--access-log",
+        metavar="DEST",
+        help='where access lines go: "stdout" (default), "stderr", "off" or a file path',
+    )
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio event loop")
     p.add_argument(
         "--follow-changes",
@@ -80,6 +85,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         server = dataclasses.replace(server, listen=args.listen)
     if args.admin_listen:
         server = dataclasses.replace(server, admin_listen=args.admin_listen)
+    if args.access_log:
+        dest = config_mod.parse_access_log(args.access_log, "--access-log")
+        server = dataclasses.replace(server, access_log=dest)
     if args.no_access_log:
         server = dataclasses.replace(server, access_log=False)
     if args.no_uvloop:

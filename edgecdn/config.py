@@ -196,14 +196,27 @@ class OriginConfig:
     forward_headers: tuple[str, ...] = ()
 
 
+def parse_access_log(value: object, key: str) -> bool | str:
+    """Where access lines go: true/"stdout", "stderr", a file path; false/"off" for none."""
+    if isinstance(value, bool) or value in ("stdout", "stderr"):
+        return value
+    if value == "off":
+        return False
+    if isinstance(value, str) and "/" in value and "\0" not in value:
+        return value
+    raise ConfigError(f'{key}: expected true or false, "stdout", "stderr", "off" or a path like ./access.log')
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     listen: str = "127.0.0.1:8080"
     admin_listen: str = "127.0.0.1:8081"
     header_timeout: float = field(default=10.0, metadata=_secs(0.001))
     keepalive_timeout: float = field(default=75.0, metadata=_secs())
+    body_timeout: float = field(default=300.0, metadata=_secs(0.001))  # a whole request body, public side
     max_header_size: int = field(default=8190, metadata=_size(256))
-    access_log: bool = True
+    # true (stdout), false / "off", "stdout", "stderr" or a file path (one containing "/").
+    access_log: bool | str = field(default=True, metadata={"parse": parse_access_log})
     uvloop: bool = True
     # Scale-out: on SIGTERM /_edge/health answers 503 "draining" this long (still serving) so the balancer
     # takes the edge out before it stops accepting; warm_from: a manifest fetched before health says 200.

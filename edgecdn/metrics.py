@@ -110,6 +110,11 @@ class Metrics:
         self.shed = Counter(
             "edgecdn_shed_requests", "Misses answered 503 because too many fills were running", registry=r
         )
+        self.access_log_dropped = Counter(
+            "edgecdn_access_log_dropped",
+            "Access log lines not written (full disk, closed stdout, writer behind)",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""edgecdn vs nginx proxy_cache: cache-hit req/s, MB/s and p99, side by side on one machine.
+"""edgecdn vs nginx proxy_cache: hits, pass-through and fills, req/s and p99, side by side.
 
 Rules of this file: every process it starts is stopped by its pid (or the process group it was
 given) before it exits, also on Ctrl-C; nothing listens or connects outside 127.0.0.1; servers run
-on core 0, the load generator on core 1, one (server, size) at a time, repetitions interleaved.
+on core 0, the load generator on core 1, one (server, scenario) at a time, repetitions interleaved;
+each row is measured with both servers logging every request to a file, then with both logging off.
 
-    .venv/bin/python loadtests/bench.py [--sizes 1k,64k,1m] [--duration 10] [--out bench.json]
+    .venv/bin/python loadtests/bench.py [--rows mem-1k,...] [--duration 10] [--nice -10] [--quick]
 
-This file is the command line and the order of a bench; the parts live next to it: servers.py
-(origin, edge, nginx), load_generators.py and bulk_client.py (wrk, the bulk client), cpu_usage.py,
-measure.py (runs and medians), report.py (table and JSON), processes.py.
+This file is the command line and the order of a bench; the parts live next to it: scenarios.py
+(the rows and the origin's files), servers.py (origin, edges, nginx), load_generators.py with
+loadgen.c (the C client), wrk and bulk_client.py, cpu_usage.py, measure.py (runs and medians),
+report.py (table and JSON), processes.py.
 """
 
 from __future__ import annotations
@@ -23,15 +25,18 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import bulk_client
 from bench_error import BenchError
-from load_generators import WRK
-from measure import NOISY, RETRY_BUDGET_S, measure
+from load_generators import GCC, WRK, build_loadgen
+from measure import NOISY, RETRY_BUDGET_S, RetryBudget, measure
 from processes import SERVER_CORE, Processes
 from report import print_table, write_json
-from servers import NGINX, start_edge, start_nginx, start_origin, warm, write_objects
-from sizes import parse_size
+from scenarios import SCENARIOS, Scenario, write_origin
+from servers import NGINX, Server, start_edge, start_nginx, start_origin, warm
+
+LOG_MODES = ("log", "nolog")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -39,7 +44,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="bench.py",
         description="Benchmark edgecdn against nginx proxy_cache on cache hits (loopback only).",
     )
-    p.add_argument("--sizes", default="1k,64k,1m", help="object sizes, comma separated")
+    names = ",".join(sc.name for sc in SCENARIOS)
+    p.add_argument("--rows", default=names, help=f"scenarios, comma separated (default {names})")
+    p.add_argument("--logs", default="log,nolog", help="log,nolog (default) or one of them")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
     p.add_argument("--reps", type=int, default=3, help="runs per (server, size); median reported")
     p.add_argument("--connections", type=int, default=32, help="client connections (default 32)")
@@ -47,10 +54,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default="bench.json", help="JSON results file (default bench.json)")
     p.add_argument("--servers", default="edgecdn,nginx", help="edgecdn,nginx or just one of them")
     p.add_argument(
-        "--modes",
-        default="auto",
-        choices=["auto", "wrk", "bulk", "both"],
-        help="load generator: auto = wrk for every size plus the bulk client for sizes >= 512k",
+        "--client",
+        default="loadgen",
+        choices=["loadgen", "wrk", "bulk"],
+        help="load generator for hit rows: loadgen (C, built with gcc; default), wrk, bulk (Python)",
     )
     p.add_argument("--edge-args", default="", help='extra arguments for "edgecdn serve" (quoted)')
     p.add_argument(
@@ -79,13 +86,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.reps = 3.0, 1
-    try:
-        args.size_list = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
-    except argparse.ArgumentTypeError as e:
-        p.error(str(e))
+    by_name = {sc.name: sc for sc in SCENARIOS}
+    args.scenarios = [by_name.get(n.strip()) for n in args.rows.split(",") if n.strip()]
+    if None in args.scenarios or not args.scenarios:
+        p.error(f"--rows: choose from {', '.join(by_name)}")
+    args.log_modes = [m.strip() for m in args.logs.split(",") if m.strip()]
+    if not args.log_modes or set(args.log_modes) - set(LOG_MODES):
+        p.error("--logs: log, nolog or both")
+    args.command = " ".join(["loadtests/bench.py", *argv])
     args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
-    if not args.size_list or not args.server_list:
-        p.error("--sizes and --servers must not be empty")
+    if not args.server_list:
+        p.error("--servers must not be empty")
     if unknown := set(args.server_list) - {"edgecdn", "nginx"}:
         p.error(f"--servers: unknown {', '.join(sorted(unknown))} (use edgecdn, nginx)")
     if args.duration <= 0 or args.reps < 1 or args.connections < 1:
@@ -96,8 +107,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def check_tools(args: argparse.Namespace) -> None:
     if "nginx" in args.server_list and not os.access(NGINX, os.X_OK):
         raise BenchError(f"{NGINX} not found: apt-get install -y nginx-light", exit_code=2)
-    if not os.access(WRK, os.X_OK):
+    if args.client == "wrk" and not os.access(WRK, os.X_OK):
         raise BenchError(f"{WRK} not found: apt-get install -y wrk", exit_code=2)
+    if not os.access(GCC, os.X_OK):
+        raise BenchError(
+            f"{GCC} not found: apt-get install -y gcc (it builds loadtests/loadgen.c)", exit_code=2
+        )
     if shutil.which("taskset") is None:
         raise BenchError("taskset not found: apt-get install -y util-linux", exit_code=2)
     if len(os.sched_getaffinity(0)) < 2 or not {0, 1} <= os.sched_getaffinity(0):
@@ -118,26 +133,63 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def start_servers(
+    procs: Processes, tmp: Path, origin: Server, args: argparse.Namespace, log_mode: str
+) -> dict[str, Server]:
+    """Both edges (memory tier on, and off for disk rows) and nginx, all logging alike."""
+    servers: dict[str, Server] = {}
+    logs = tmp / f"logs-{log_mode}"
+    logs.mkdir(exist_ok=True)
+    if "edgecdn" in args.server_list:
+        for name, memory_tier in (("edgecdn", True), ("edgecdn-disk", False)):
+            if any(sc.edge == name for sc in args.scenarios):
+                log = logs / f"{name}.access.log" if log_mode == "log" else None
+                servers[name] = start_edge(
+                    procs, tmp, origin, args, name=name, access_log=log, memory_tier=memory_tier
+                )
+    if "nginx" in args.server_list:
+        log = logs / "nginx.access.log" if log_mode == "log" else None
+        servers["nginx"] = start_nginx(procs, tmp, origin, args, access_log=log)
+    return servers
+
+
+def warm_all(
+    servers: dict[str, Server], scenarios: list[Scenario], bodies: dict[str, bytes]
+) -> dict[str, Any]:
+    warmed: dict[str, Any] = {}
+    for sc in scenarios:
+        if not sc.hits:
+            continue
+        for name in (sc.edge, "nginx"):
+            if name in servers:
+                warmed.setdefault(name, {})[sc.path] = warm(servers[name], sc.path, bodies[sc.path])
+    return warmed
+
+
 def bench(args: argparse.Namespace) -> int:
     check_tools(args)
     procs = Processes()
     tmp = Path(tempfile.mkdtemp(prefix="edgecdn-bench-"))
     try:
-        objects = write_objects(tmp / "origin-root", args.size_list)
-        origin = start_origin(procs, tmp, tmp / "origin-root")
+        build_loadgen(tmp)
+        bodies = write_origin(tmp / "origin-root", tmp / "origin.toml")
+        origin = start_origin(procs, tmp, tmp / "origin-root", tmp / "origin.toml")
         print(f"origin   {origin.url}")
-        servers = []
-        if "edgecdn" in args.server_list:
-            servers.append(start_edge(procs, tmp, origin, args))
-        if "nginx" in args.server_list:
-            servers.append(start_nginx(procs, tmp, origin, args))
-        for server in servers:
-            print(f"{server.name:8} {server.url}  (pid {server.started.proc.pid}, core {SERVER_CORE})")
-        warmed = {s.name: {p: warm(s, p, body) for p, body in objects.items()} for s in servers}
-        rows = measure(servers, objects, args, tmp)
+        rows: list[dict[str, Any]] = []
+        warmed: dict[str, Any] = {}
+        budget = RetryBudget(RETRY_BUDGET_S)
+        for log_mode in args.log_modes:
+            servers = start_servers(procs, tmp, origin, args, log_mode)
+            for server in servers.values():
+                pid = server.started.proc.pid
+                print(f"{server.name:12} {server.url}  (pid {pid}, core {SERVER_CORE}, {log_mode})")
+            warmed[log_mode] = warm_all(servers, args.scenarios, bodies)
+            rows += measure(servers, args.scenarios, log_mode, args, tmp, budget)
+            for server in servers.values():
+                procs.stop(server.started)
         print_table(rows, args)
         write_json(rows, warmed, args)
-        missed = [r for r in rows if r.get("ratio") is not None and r["target"] and r["ratio"] < r["target"]]
+        missed = [r for r in rows if r.get("ratio") is not None and r["ratio"] < r["target"]]
         return 1 if args.check and missed else 0
     finally:
         procs.stop_all()

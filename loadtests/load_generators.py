@@ -1,4 +1,4 @@
-"""One run of a load generator against one server: wrk, or the bulk client, pinned to core 1.
+"""One run of a load generator against one server: loadgen (C), wrk or the bulk client, on core 1.
 
 Rules of this file: the generator is a child process of the bench, waited for with os.wait4 (its
 own CPU) and stopped by pid if it overruns; its numbers are parsed from its output only.
@@ -22,7 +22,10 @@ from processes import CLIENT_CORE, pinned, stop_process
 from servers import Server
 
 WRK = "/usr/bin/wrk"
-BULK_CLIENT = Path(__file__).resolve().parent / "bulk_client.py"
+GCC = "/usr/bin/gcc"
+HERE = Path(__file__).resolve().parent
+BULK_CLIENT = HERE / "bulk_client.py"
+LOADGEN_C = HERE / "loadgen.c"
 
 WRK_REPORT_LUA = """
 done = function(summary, latency, requests)
@@ -104,12 +107,34 @@ def run_wrk(server: Server, path: str, args: argparse.Namespace, tmp: Path) -> R
     )
 
 
-def run_bulk(server: Server, path: str, args: argparse.Namespace, tmp: Path) -> Run:
-    argv = pinned(CLIENT_CORE, args.nice, sys.executable, str(BULK_CLIENT))
-    argv += [str(server.port), path, str(args.connections), f"{args.duration:g}"]
+def run_json_client(name: str, argv: list[str], server: Server, args: argparse.Namespace, tmp: Path) -> Run:
+    """A client that prints one JSON line (req_s, mib_s, p50_ms, p99_ms, errors): bulk, loadgen."""
     output, cpu = run_client(argv, tmp / "client.log", server, args.duration + 60)
     try:
         v = json.loads(output.strip().splitlines()[-1])
     except (IndexError, ValueError):
-        raise BenchError(f"could not parse bulk client output:\n{output[-2000:]}") from None
+        raise BenchError(f"could not parse {name} output:\n{output[-2000:]}") from None
     return Run(v["req_s"], v["mib_s"], v["p50_ms"], v["p99_ms"], v["errors"], cpu)
+
+
+def run_bulk(server: Server, path: str, args: argparse.Namespace, tmp: Path) -> Run:
+    argv = pinned(CLIENT_CORE, args.nice, sys.executable, str(BULK_CLIENT))
+    argv += [str(server.port), path, str(args.connections), f"{args.duration:g}"]
+    return run_json_client("bulk client", argv, server, args, tmp)
+
+
+def build_loadgen(tmp: Path) -> Path:
+    """Compile loadgen.c (gcc -O2) into the bench's temp dir."""
+    binary = tmp / "loadgen"
+    done = subprocess.run(
+        [GCC, "-O2", "-Wall", "-o", str(binary), str(LOADGEN_C)], capture_output=True, text=True, timeout=120
+    )
+    if done.returncode != 0:
+        raise BenchError(f"gcc could not build {LOADGEN_C}:\n{done.stderr[-2000:]}", exit_code=2)
+    return binary
+
+
+def run_loadgen(server: Server, path: str, connections: int, args: argparse.Namespace, tmp: Path) -> Run:
+    argv = pinned(CLIENT_CORE, args.nice, str(tmp / "loadgen"), str(server.port), path)
+    argv += [str(connections), f"{args.duration:g}"]
+    return run_json_client("loadgen", argv, server, args, tmp)

@@ -1,6 +1,6 @@
-"""The measurement plan: every (size, mode) row, repetitions interleaved across servers, medians.
+"""The measurement plan: every scenario row, repetitions interleaved across servers, medians.
 
-Rules of this file: one (server, size) is loaded at a time; a run another process disturbed is
+Rules of this file: one (server, scenario) is loaded at a time; a run another process disturbed is
 repeated within a bounded budget; a failed run is blamed on a dead server before the client.
 """
 
@@ -14,24 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from bench_error import BenchError
-from load_generators import Run, run_bulk, run_wrk
+from load_generators import Run, run_bulk, run_loadgen, run_wrk
+from scenarios import Scenario
 from servers import Server, check_alive
-from sizes import format_size
 
-# The lead's acceptance ratios (edgecdn / nginx req/s) by object size.
-TARGETS = {1024: 0.4, 64 * 1024: 0.5, 1024 * 1024: 0.8}
-# Sizes at or above this are also measured with the bulk client in --modes auto.
-BULK_FROM = 512 * 1024
 # A run during which other processes used more than this share of a core is run again
 # (--retry-noisy times), within RETRY_BUDGET_S of extra runs for the whole bench.
 NOISY = 0.10
-RETRY_BUDGET_S = 60.0
-
-
-def modes_for(size: int, choice: str) -> list[str]:
-    if choice == "auto":
-        return ["wrk", "bulk"] if size >= BULK_FROM else ["wrk"]
-    return ["wrk", "bulk"] if choice == "both" else [choice]
+RETRY_BUDGET_S = 90.0
 
 
 def median_run(runs: list[Run]) -> dict[str, Any]:
@@ -59,12 +49,19 @@ class RetryBudget:
     left_s: float
 
 
+def run_once(server: Server, path: str, connections: int, args: argparse.Namespace, tmp: Path) -> Run:
+    if args.client == "loadgen" or "{n}" in path:  # distinct URLs: only loadgen numbers them
+        return run_loadgen(server, path, connections, args, tmp)
+    client = {"wrk": run_wrk, "bulk": run_bulk}[args.client]
+    return client(server, path, argparse.Namespace(**{**vars(args), "connections": connections}), tmp)
+
+
 def measure_one(
-    server: Server, path: str, mode: str, args: argparse.Namespace, tmp: Path, budget: RetryBudget
+    server: Server, scenario: Scenario, run_id: str, args: argparse.Namespace, tmp: Path, budget: RetryBudget
 ) -> Run:
     """One run; repeated while another process disturbed it, keeping the least disturbed one."""
-    client = {"wrk": run_wrk, "bulk": run_bulk}[mode]
-    run = client(server, path, args, tmp)
+    connections = scenario.connections or args.connections
+    run = run_once(server, scenario.target_path(run_id), connections, args, tmp)
     for attempt in range(2, args.retry_noisy + 2):
         if run.cpu.others <= NOISY or budget.left_s <= 0:
             break
@@ -74,7 +71,7 @@ def measure_one(
             flush=True,
         )
         t0 = time.monotonic()
-        again = client(server, path, args, tmp)
+        again = run_once(server, scenario.target_path(f"{run_id}a{attempt}"), connections, args, tmp)
         budget.left_s -= time.monotonic() - t0
         if again.cpu.others < run.cpu.others:
             run = again
@@ -83,43 +80,49 @@ def measure_one(
 
 
 def measure(
-    servers: list[Server], objects: dict[str, bytes], args: argparse.Namespace, tmp: Path
+    servers: dict[str, Server],
+    scenarios: list[Scenario],
+    log_mode: str,
+    args: argparse.Namespace,
+    tmp: Path,
+    budget: RetryBudget,
 ) -> list[dict[str, Any]]:
     rows = []
-    budget = RetryBudget(RETRY_BUDGET_S)
-    for path, body in objects.items():
-        size = len(body)
-        for mode in modes_for(size, args.modes):
-            runs: dict[str, list[Run]] = {s.name: [] for s in servers}
-            for rep in range(args.reps):
-                for server in servers:  # interleaved: edgecdn, nginx, edgecdn, nginx, ...
-                    try:
-                        run = measure_one(server, path, mode, args, tmp, budget)
-                    except BenchError:
-                        check_alive(servers)  # a dead server explains a failed client best
-                        raise
-                    check_alive(servers)
-                    runs[server.name].append(run)
-                    print(
-                        f"  {format_size(size):>4} {mode:4} {server.name:7} rep {rep + 1}: "
-                        f"{run.req_s:9.0f} req/s {run.mib_s:8.1f} MiB/s "
-                        f"p99 {run.p99_ms:7.2f} ms  client {run.cpu.client:4.0%} "
-                        f"server {run.cpu.server:4.0%}  core0 {run.cpu.server_core:4.0%} "
-                        f"core1 {run.cpu.client_core:4.0%} steal {run.cpu.steal:3.0%} "
-                        f"others {run.cpu.others:3.0%}",
-                        flush=True,
-                    )
-                    time.sleep(0.5)
-            row: dict[str, Any] = {
-                "size": format_size(size),
-                "size_bytes": size,
-                "path": path,
-                "mode": mode,
-            }
-            row.update({name: median_run(r) for name, r in runs.items()})
-            if "edgecdn" in row and "nginx" in row and row["nginx"]["req_s"]:
-                row["ratio"] = row["edgecdn"]["req_s"] / row["nginx"]["req_s"]
-            # With two modes, only the less client-bound one (bulk, the last) is held to the target.
-            row["target"] = TARGETS.get(size) if mode == modes_for(size, args.modes)[-1] else None
-            rows.append(row)
+    for sc in scenarios:
+        pair = {"edgecdn": servers.get(sc.edge), "nginx": servers.get("nginx")}
+        measured = {side: server for side, server in pair.items() if server is not None}
+        runs: dict[str, list[Run]] = {side: [] for side in measured}
+        for rep in range(args.reps):
+            for side, server in measured.items():  # interleaved: edgecdn, nginx, edgecdn, nginx, ...
+                run_id = f"{log_mode}-{side}-{rep}-{time.monotonic_ns()}"
+                try:
+                    run = measure_one(server, sc, run_id, args, tmp, budget)
+                except BenchError:
+                    check_alive(list(servers.values()))  # a dead server explains a failed client best
+                    raise
+                check_alive(list(servers.values()))
+                runs[side].append(run)
+                print(
+                    f"  {sc.name:9} log={log_mode:5} {side:7} rep {rep + 1}: {run.req_s:9.0f} req/s "
+                    f"{run.mib_s:8.1f} MiB/s p99 {run.p99_ms:7.2f} ms  client {run.cpu.client:4.0%} "
+                    f"server {run.cpu.server:4.0%}  core0 {run.cpu.server_core:4.0%} "
+                    f"core1 {run.cpu.client_core:4.0%} others {run.cpu.others:3.0%}"
+                    + (f"  errors {run.errors}" if run.errors else ""),
+                    flush=True,
+                )
+                time.sleep(0.3)
+        row: dict[str, Any] = {
+            "scenario": sc.name,
+            "what": sc.what,
+            "log": log_mode,
+            "path": sc.path,
+            "size_bytes": sc.size,
+            "target": sc.target,
+        }
+        row.update({side: median_run(r) for side, r in runs.items()})
+        if "edgecdn" in row and "nginx" in row and row["nginx"]["req_s"]:
+            row["ratio"] = row["edgecdn"]["req_s"] / row["nginx"]["req_s"]
+            if row["nginx"]["p99_ms"]:
+                row["p99_ratio"] = row["edgecdn"]["p99_ms"] / row["nginx"]["p99_ms"]
+        rows.append(row)
     return rows

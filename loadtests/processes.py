@@ -56,6 +56,10 @@ class Processes:
         self.started.append(started)
         return started
 
+    def stop(self, started: Started) -> None:
+        stop_process(started.proc)
+        self.started.remove(started)
+
     def stop_all(self) -> None:
         for s in reversed(self.started):
             stop_process(s.proc)

@@ -15,16 +15,17 @@ from typing import Any
 from load_generators import WRK
 from measure import NOISY
 from processes import CLIENT_CORE, SERVER_CORE
+from scenarios import P99_LIMIT
 from servers import NGINX
-from sizes import format_size
 
 # Core busy shares from which a run counts as limited by that side.
 CLIENT_BOUND = 0.95
 SERVER_BOUND = 0.90
-MODE_NOTES = {
-    "wrk": "wrk -t1 -c{c}, pinned to core 1",
-    "bulk": "bench.py bulk client: 1 process, epoll, {c} keep-alive connections, pinned to "
-    "core 1, bodies discarded in the kernel (recv MSG_TRUNC), so it stays far from saturation",
+CLIENT_NOTES = {
+    "loadgen": "loadtests/loadgen.c (gcc -O2): 1 thread, epoll, keep-alive, bodies discarded in the "
+    "kernel (recv MSG_TRUNC), pinned to core 1",
+    "wrk": "wrk -t1, pinned to core 1",
+    "bulk": "bulk_client.py: 1 Python process, epoll, bodies discarded in the kernel, pinned to core 1",
 }
 
 
@@ -56,68 +57,72 @@ def pair(row: dict[str, Any], key: str, spec: str) -> str:
 
 def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     columns = [
-        ("size", 5),
-        ("mode", 4),
+        ("row", 9),
+        ("log", 5),
         ("edge req/s", 10),
         ("nginx req/s", 11),
         ("ratio", 5),
-        ("target", 6),
-        ("edge MiB/s", 10),
-        ("nginx MiB/s", 11),
+        ("target", 7),
         ("p99 ms e/n", 11),
-        ("client cpu e/n", 14),
-        ("core1 e/n", 9),
+        ("p99 x", 5),
+        ("MiB/s e/n", 13),
         ("core0 e/n", 9),
-        ("others e/n", 10),
-        ("bound e/n", 11),
+        ("core1 e/n", 9),
+        ("bound e/n", 13),
         ("spread e/n", 10),
     ]
     print()
     print(" ".join(f"{title:>{width}}" for title, width in columns))
     print(" ".join("-" * width for _, width in columns))
     for row in rows:
-        target = f">={row['target']}" if row["target"] else "-"
-        if "ratio" in row and row["target"] and row["ratio"] < row["target"]:
+        target = f">={row['target']}"
+        if "ratio" in row and row["ratio"] < row["target"]:
             target += "!"
+        p99 = f"{row['p99_ratio']:.2f}" if "p99_ratio" in row else "-"
+        if row["scenario"].startswith("mem-") and "p99_ratio" in row and row["p99_ratio"] > P99_LIMIT:
+            p99 += "!"
         cells = [
-            row["size"],
-            row["mode"],
+            row["scenario"],
+            row["log"],
             one(row, "edgecdn", "req_s", ".0f"),
             one(row, "nginx", "req_s", ".0f"),
             f"{row['ratio']:.2f}" if "ratio" in row else "-",
             target,
-            one(row, "edgecdn", "mib_s", ".1f"),
-            one(row, "nginx", "mib_s", ".1f"),
             pair(row, "p99_ms", ".3g"),
-            pair(row, "cpu.client", ".0%"),
-            pair(row, "cpu.client_core", ".0%"),
+            p99,
+            pair(row, "mib_s", ".0f"),
             pair(row, "cpu.server_core", ".0%"),
-            pair(row, "cpu.others_max", ".0%"),
+            pair(row, "cpu.client_core", ".0%"),
             f"{bound(row, 'edgecdn')}/{bound(row, 'nginx')}",
             pair(row, "spread", ".0%"),
         ]
         print(" ".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, columns, strict=True)))
     print()
+    print(f"command: {args.command}")
     print(
         f"median of {args.reps} interleaved run(s) of {args.duration:g} s each; servers on core "
-        f"{SERVER_CORE}, load generator on core {CLIENT_CORE}; {args.connections} connections"
+        f"{SERVER_CORE} (edge: 1 process, nginx: 1 worker), load generator on core {CLIENT_CORE}; "
+        f"{args.connections} connections (fills: 64)"
     )
-    for mode in dict.fromkeys(r["mode"] for r in rows):
-        print(f"mode {mode}: {MODE_NOTES[mode].format(c=args.connections)}")
+    print(f"client: {CLIENT_NOTES[args.client]}")
     print(
-        "client cpu: load generator user+sys / wall (os.wait4); core1/core0 busy: /proc/stat\n"
-        "incl. softirq, where loopback TCP is paid. core1 near 100% = the row is client-bound;\n"
-        "core0 near 100% = server-bound. others: the most CPU any run saw taken by processes\n"
-        "that are not the bench's (over ~5% that run is disturbed; try --nice -10 or a quiet\n"
-        f"machine). bound: client = core1 >= {CLIENT_BOUND:.0%} (the ratio is not the server's), "
-        f"server = core0 >= {SERVER_BOUND:.0%},\nnone = neither, noisy = others > {NOISY:.0%}. "
-        "spread: (max-min)/median of req/s over the runs."
+        "rows: mem-* memory-tier hits; disk-* hits with the edge's memory tier off (nginx serves its\n"
+        "cache files); pass-1k a no-store object (every request to the origin); fill-200b distinct\n"
+        "cacheable 200-byte objects, each a miss that is fetched and stored (req/s = fills/s).\n"
+        "log: both servers write every request to a file (edge --access-log FILE, nginx access_log\n"
+        "combined); nolog: both off. ratio = edgecdn / nginx req/s; target from issue 7 (! = missed);\n"
+        f"p99 x = edgecdn p99 / nginx p99 (memory hits: <= {P99_LIMIT:g} asked)."
+    )
+    print(
+        "core0/core1 busy: /proc/stat incl. softirq (loopback TCP). bound: client = core1 >= "
+        f"{CLIENT_BOUND:.0%}, server = core0 >= {SERVER_BOUND:.0%}, none = neither, noisy = others > "
+        f"{NOISY:.0%}. spread: (max-min)/median of req/s over the runs."
     )
     for row in rows:
         for server in ("edgecdn", "nginx"):
             if row.get(server, {}).get("errors"):
                 print(
-                    f"WARNING: {row['size']} {row['mode']} {server}: "
+                    f"WARNING: {row['scenario']} {row['log']} {server}: "
                     f"{row[server]['errors']} errors or non-2xx responses"
                 )
 
@@ -156,21 +161,22 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def write_json(
-    rows: list[dict[str, Any]], warmed: dict[str, dict[str, str]], args: argparse.Namespace
-) -> None:
+def write_json(rows: list[dict[str, Any]], warmed: dict[str, Any], args: argparse.Namespace) -> None:
     """Everything, each run included, to --out: the machine, the options, the warm-up, the rows."""
     result = {
         "machine": machine_info(),
+        "command": args.command,
         "config": {
-            "sizes": [format_size(s) for s in args.size_list],
+            "rows": [sc.name for sc in args.scenarios],
+            "logs": args.log_modes,
             "duration_s": args.duration,
             "reps": args.reps,
             "connections": args.connections,
             "edge_args": args.edge_args,
+            "nice": args.nice,
             "server_core": SERVER_CORE,
             "client_core": CLIENT_CORE,
-            "modes": {m: MODE_NOTES[m].format(c=args.connections) for m in ("wrk", "bulk")},
+            "client": CLIENT_NOTES[args.client],
         },
         "warm_x_cache": warmed,
         "rows": rows,

@@ -1,7 +1,8 @@
 """The three servers of a bench: the origin, edgecdn and nginx in front of it, warmed to hits.
 
 Rules of this file: each server is started through Processes (so it is stopped by pid), listens on
-127.0.0.1 only and runs on core 0; the edge and nginx are configured alike (1 worker, no access log).
+127.0.0.1 only and runs on core 0; the edge and nginx are configured alike (1 process, the same
+access log: a file with every request, or none).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import re
 import shlex
 import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -33,7 +33,6 @@ from processes import (
     wait_for_listen_line,
     wait_for_port,
 )
-from sizes import format_size
 
 HERE = Path(__file__).resolve().parent
 NGINX = "/usr/sbin/nginx"
@@ -60,61 +59,44 @@ def wait_for_module(module: str, timeout_s: float = 0.0) -> None:
         time.sleep(1)
 
 
-def write_objects(root: Path, sizes: list[int]) -> dict[str, bytes]:
-    objects = {}
-    (root / "bench").mkdir(parents=True, exist_ok=True)
-    for size in sizes:
-        path = f"/bench/obj-{format_size(size)}.bin"
-        body = os.urandom(size)
-        (root / path.lstrip("/")).write_bytes(body)
-        objects[path] = body
-    return objects
-
-
-def start_origin(procs: Processes, tmp: Path, root: Path) -> Server:
+def start_origin(procs: Processes, tmp: Path, root: Path, config: Path) -> Server:
     wait_for_module("origin")
-    origin_cmd = [sys.executable, "-m", "origin", "serve"]
-    argv = pinned(SERVER_CORE, 0, *origin_cmd, str(root), "--listen", f"{LOOPBACK}:0")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    help_run = subprocess.run(
-        [*origin_cmd, "--help"], capture_output=True, text=True, cwd=tmp, env=env, timeout=30
-    )
-    if "--config" in help_run.stdout:
-        # Longer than the whole bench, so no run sees a revalidation.
-        config = tmp / "origin.toml"
-        config.write_text('default_cache_control = "public, max-age=3600"\n')
-        argv += ["--config", str(config)]
+    argv = pinned(SERVER_CORE, 0, sys.executable, "-m", "origin", "serve", str(root))
+    argv += ["--listen", f"{LOOPBACK}:0", "--config", str(config)]
     started = procs.start("edgecdn-origin", argv, tmp / "origin.log", tmp)
     url = wait_for_listen_line(started, re.compile(r"edgecdn-origin listening on (http://\S+)"))
     return Server("origin", url.rstrip("/"), started)
 
 
-def start_edge(procs: Processes, tmp: Path, origin: Server, args: argparse.Namespace) -> Server:
+def start_edge(
+    procs: Processes,
+    tmp: Path,
+    origin: Server,
+    args: argparse.Namespace,
+    *,
+    name: str,
+    access_log: Path | None,
+    memory_tier: bool,
+) -> Server:
+    """An edge like nginx: one process on core 0, logging every request to a file or not at all."""
     wait_for_module("edgecdn")
-    cache_dir = tmp / "edge-cache"
-    cache_dir.mkdir()
+    work = tmp / name
+    work.mkdir(exist_ok=True)
     argv = pinned(SERVER_CORE, args.nice, sys.executable, "-m", "edgecdn", "serve")
-    argv += ["--origin", origin.url, "--listen", f"{LOOPBACK}:0", "--cache-dir", str(cache_dir)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    help_run = subprocess.run(
-        [sys.executable, "-m", "edgecdn", "serve", "--help"],
-        capture_output=True,
-        text=True,
-        cwd=tmp,
-        env=env,
-        timeout=30,
-    )
-    if "--admin-listen" in help_run.stdout:
-        argv += ["--admin-listen", f"{LOOPBACK}:0"]  # never a fixed port another run may hold
-    if "--no-access-log" in help_run.stdout:
-        argv += ["--no-access-log"]  # as nginx: access_log off
+    argv += ["--origin", origin.url, "--listen", f"{LOOPBACK}:0", "--admin-listen", f"{LOOPBACK}:0"]
+    argv += ["--cache-dir", str(work / "cache")]
+    argv += ["--access-log", str(access_log)] if access_log else ["--no-access-log"]
+    if not memory_tier:  # every hit is a disk hit
+        config = work / "edge.toml"
+        config.write_text("[cache]\nmemory_size = 0\nmemory_object_max = 0\n")
+        argv += ["-c", str(config)]
     argv += shlex.split(args.edge_args)
-    started = procs.start("edgecdn", argv, tmp / "edgecdn.log", tmp)
+    started = procs.start(name, argv, work / "edgecdn.log", tmp)
     url = wait_for_listen_line(started, re.compile(r"edgecdn listening on (http://\S+)"))
-    return Server("edgecdn", url.rstrip("/"), started)
+    return Server(name, url.rstrip("/"), started)
 
 
-def nginx_config(prefix: Path, origin: Server, port: int) -> str:
+def nginx_config(prefix: Path, origin: Server, port: int, access_log: Path | None) -> str:
     text = (HERE / "nginx-bench.conf.tmpl").read_text()
     # As root, nginx would drop its worker to nobody, who cannot enter the 0700 temp dir.
     user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""
@@ -123,18 +105,21 @@ def nginx_config(prefix: Path, origin: Server, port: int) -> str:
         "@PREFIX@": str(prefix),
         "@PORT@": str(port),
         "@ORIGIN@": origin.url.removeprefix("http://"),
+        "@ACCESS_LOG@": f"access_log {access_log} combined;" if access_log else "access_log off;",
     }
     for key, value in replacements.items():
         text = text.replace(key, value)
     return text
 
 
-def start_nginx(procs: Processes, tmp: Path, origin: Server, args: argparse.Namespace) -> Server:
+def start_nginx(
+    procs: Processes, tmp: Path, origin: Server, args: argparse.Namespace, *, access_log: Path | None
+) -> Server:
     prefix = tmp / "nginx"
-    prefix.mkdir()
+    prefix.mkdir(exist_ok=True)
     port = free_port()  # closed before nginx binds it: a tiny race, accepted.
     conf = prefix / "nginx.conf"
-    conf.write_text(nginx_config(prefix, origin, port))
+    conf.write_text(nginx_config(prefix, origin, port, access_log))
     argv = pinned(SERVER_CORE, args.nice, NGINX, "-p", str(prefix), "-c", str(conf))
     argv += ["-e", str(prefix / "error.log")]
     started = procs.start("nginx", argv, prefix / "stdout.log", tmp)

@@ -92,6 +92,10 @@ class Fill:
         self._readers -= 1
         self._maybe_close()
 
+    def fileno(self) -> int:
+        """The body file; a reader holding the fill may sendfile() the bytes below `flushed` from it."""
+        return self._fd
+
     async def read(self, offset: int, limit: int) -> bytes:
         """Up to `limit` bytes at `offset`, waiting for them to arrive; b"" at the end of the body."""
         while True:

@@ -14,6 +14,7 @@ class MemoryObject:
     entry: Entry
     body: bytes
     fields: tuple[tuple[str, str], ...] | None = None  # client-facing headers, built on first use
+    block: bytes | None = None  # `fields` serialized for HTTP/1.1, built with them
     # The persisted body file, kept open for large bodies so a hit can sendfile() it without a copy
     # (no lookup, no open, no thread: the handle was opened when the object was stored or promoted).
     file: IO[bytes] | None = None

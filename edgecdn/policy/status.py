@@ -15,6 +15,9 @@ class CacheStatus(enum.Enum):
     REVALIDATED = "REVALIDATED"  # origin said 304, served from cache
     EXPIRED = "EXPIRED"  # stale in cache, origin sent a new body
     PASS = "PASS"  # not cacheable by method, request or marker: straight to the origin
+    # The edge answered with an error of its own: a refusal (400, 403 signed URL, 508 loop) or an origin
+    # failure it reports (502/504); never counted as a miss or a pass.
+    ERROR = "ERROR"
 
 
 def cache_status_field(

@@ -1,13 +1,15 @@
-"""The edge as aiohttp sees it: the public server (content), the admin app, and their shared state."""
+"""The edge of one process: its shared state, the public listener's dispatch and protocol factory."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import posixpath
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 
 from edgecdn import clock
 from edgecdn.cache.store import Store
@@ -19,14 +21,20 @@ from edgecdn.fetch.coalesce import Coalescer
 from edgecdn.fetch.health import HealthChecker
 from edgecdn.fetch.pool import OriginPool
 from edgecdn.metrics import Metrics
+from edgecdn.policy.status import CacheStatus
+from edgecdn.serve.accesslog import AccessLog
+from edgecdn.serve.connection import Connections, HttpConnection, Limits
 from edgecdn.serve.follow import ChangeFollower
 from edgecdn.serve.handler import Handler
+from edgecdn.serve.parser import BadRequest
 from edgecdn.serve.prefetch import Prefetcher
 from edgecdn.serve.purge import Purger
 from edgecdn.serve.push import Pusher
+from edgecdn.serve.request import Request
+from edgecdn.serve.writer import Fields, ResponseWriter
 
 log = logging.getLogger("edgecdn")
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf "%{X-Cache}o" "%{Cache-Status}o"'
+HEAD_FIELDS = 8  # a request head may hold this many times server.max_header_size in all (431 beyond)
 
 
 class Edge:
@@ -49,8 +57,19 @@ class Edge:
         self.follower = ChangeFollower(self.purger, self.store, cfg, self.metrics) if follow else None
         self.ready = False
         self.unready = "starting"  # /_edge/health's status while not ready: "warming", "draining"
+        self.access_log: AccessLog | None = None
+        # The edge's own paths on the public listener, the one place they are routed.
+        self.own_routes: dict[str, Callable[[Request, ResponseWriter], None]] = {
+            "/_edge/health": self.public_health,
+            "/_edge/jitter": self.public_jitter,
+        }
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        dest = self.cfg.server.access_log
+        if dest is not False:
+            self.access_log = AccessLog("stdout" if dest is True else dest, self.metrics.access_log_dropped)
         swept = await self.store.sweep()
         if swept:
             log.info("removed %d unfinished bodies left by an earlier crash", swept)
@@ -69,22 +88,59 @@ class Edge:
         await self.coalescer.close()
         await self.client.close()
         await asyncio.to_thread(self.store.close)
+        if self.access_log is not None:
+            await self.access_log.close()
 
-    async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
-        """The public listener: every path is content except /_edge/health."""
-        if request.path == "/_edge/health":
-            return self.health()
-        if request.path == "/_edge/jitter":
-            q = request.query
-            code, body = jitter.answer(self.cfg.jitter, q.get("url"), q.get("client"), now=clock.now())
-            return web.json_response(body, status=code, headers={"Cache-Control": "no-store"})
-        return await self.handler(request)
+    async def dispatch(self, request: Request, out: ResponseWriter) -> None:
+        """The public listener: every path is content except /_edge/*, the edge's own namespace."""
+        try:
+            if _own_path(request.path):
+                self.own(request, out)
+            else:
+                await self.handler(request, out)
+        finally:
+            if self.access_log is not None and self._loop is not None:
+                self.access_log.request(request, out, self._loop.time())
+
+    def own(self, request: Request, out: ResponseWriter) -> None:
+        """/_edge/* on the public listener: answered here, never forwarded; names no origin.
+
+        The routes are `self.own_routes`; admin routes and anything else answer 404 (the admin listener
+        has the details).
+        """
+        route = self.own_routes.get(request.path)
+        if route is None:
+            _json(out, 404, {"error": "not found"})
+        else:
+            route(request, out)
+
+    def public_health(self, _: Request, out: ResponseWriter) -> None:
+        """200 {"status":"ok"} when serving, else 503 "starting", "warming" or "draining"."""
+        _json(out, 200 if self.ready else 503, {"status": self.state})
+
+    def public_jitter(self, request: Request, out: ResponseWriter) -> None:
+        """When this client should start downloading `url` (control/jitter.py); 400 for a bad query."""
+        q = request.query
+        status, body = jitter.answer(self.cfg.jitter, q.get("url"), q.get("client"), now=clock.now())
+        _json(out, status, body)
+
+    @property
+    def state(self) -> str:
+        return "ok" if self.ready else self.unready
 
     def health(self) -> web.Response:
-        body = {"status": "ok" if self.ready else self.unready, "origins": self.pool.states()}
+        """The admin listener's health: readiness plus each origin's state (never on the public side)."""
+        body = {"status": self.state, "origins": self.pool.states()}
         return web.json_response(
             body, status=200 if self.ready else 503, headers={"Cache-Control": "no-store"}
         )
+
+    def refused(self, remote: str | None, bad: BadRequest, out: ResponseWriter) -> None:
+        """A request refused at the framing level: its 4xx, counted, no traceback."""
+        _json(out, bad.status, {"error": bad.reason}, cache=CacheStatus.ERROR)
+        self.handler.count(CacheStatus.ERROR.value)
+        if self.access_log is not None:
+            self.access_log.refused(remote, bad.status, out.body_sent)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -93,64 +149,27 @@ class Edge:
         }
 
 
-class EdgeRequestHandler(RequestHandler):
-    """aiohttp's connection protocol plus a deadline for each request head (slowloris).
-
-    A timer starts with the first byte of a head and is cancelled when the head is complete; a client
-    that trickles a head for longer than `server.header_timeout` is disconnected.
-    """
-
-    head_timeout = 10.0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._head_timer: asyncio.TimerHandle | None = None
-        super().connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        before = self._request_count
-        super().data_received(data)
-        if self._request_count != before:
-            self._disarm()
-        elif data and self._payload_parser is None and self._head_timer is None:
-            self._head_timer = self._loop.call_later(self.head_timeout, self._head_expired)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def _disarm(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_expired(self) -> None:
-        self._head_timer = None
-        self.force_close()
+def _own_path(path: str) -> bool:
+    if "/." in path:
+        path = posixpath.normpath(path)  # "/x/../_edge/purge" is still the edge's own
+    return path == "/_edge" or path.startswith("/_edge/")
 
 
-class EdgeServer(web.Server):
-    """web.Server that makes EdgeRequestHandler connections."""
-
-    def __init__(self, handler: Any, *, head_timeout: float, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self.head_timeout = head_timeout
-
-    def __call__(self) -> RequestHandler:
-        proto = EdgeRequestHandler(self, loop=self._loop, **self._kwargs)
-        proto.head_timeout = self.head_timeout
-        return proto
+def _json(out: ResponseWriter, status: int, body: dict[str, Any], cache: CacheStatus | None = None) -> None:
+    fields = Fields((("Content-Type", "application/json"), ("Cache-Control", "no-store")))
+    if cache is not None:
+        fields.extra.append(("X-Cache", cache.value))
+    out.send(status, fields, json.dumps(body, separators=(",", ":")).encode(), cache=cache)
 
 
-def public_server(edge: Edge) -> web.Server:
+def public_protocol(edge: Edge, connections: Connections) -> Callable[[], HttpConnection]:
+    """The public listener's protocol factory: HTTP/1.1 connections feeding `edge.dispatch`."""
     cfg = edge.cfg.server
-    kwargs: dict[str, Any] = {
-        "keepalive_timeout": cfg.keepalive_timeout,
-        "max_field_size": cfg.max_header_size,
-        "max_line_size": cfg.max_header_size,
-    }
-    if cfg.access_log:
-        kwargs["access_log"] = logging.getLogger("edgecdn.access")
-        kwargs["access_log_format"] = ACCESS_LOG_FORMAT
-    else:
-        kwargs["access_log"] = None
-    return EdgeServer(edge.dispatch, head_timeout=cfg.header_timeout, **kwargs)
+    limits = Limits(
+        header_timeout=cfg.header_timeout,
+        keepalive_timeout=cfg.keepalive_timeout,
+        body_timeout=cfg.body_timeout,
+        max_line=cfg.max_header_size,
+        max_head=HEAD_FIELDS * cfg.max_header_size,
+    )
+    return lambda: HttpConnection(edge.dispatch, limits, connections, edge.refused)

@@ -10,7 +10,6 @@ import asyncio
 import logging
 from typing import assert_never
 
-from aiohttp import web
 from prometheus_client import Counter
 
 from edgecdn import clock
@@ -18,7 +17,7 @@ from edgecdn.cache.entry import VaryMarker
 from edgecdn.cache.memory import MemoryObject
 from edgecdn.cache.store import DiskObject, Found, Store
 from edgecdn.config import Config
-from edgecdn.control.versioning import DEFAULT_REGEX, VersionPattern
+from edgecdn.control.versioning import configured_pattern
 from edgecdn.errors import OriginError, StorageError
 from edgecdn.fetch.client import OriginClient
 from edgecdn.fetch.coalesce import (
@@ -52,9 +51,12 @@ from edgecdn.policy.invalidate import invalidated_keys
 from edgecdn.policy.key import primary_key, variant_key
 from edgecdn.policy.status import CacheStatus, cache_status_field
 from edgecdn.serve import access, proxy, respond, shed
+from edgecdn.serve.request import Request
+from edgecdn.serve.writer import ResponseWriter
 
 log = logging.getLogger("edgecdn.handler")
 
+HIT_FIELDS_KEPT = 4096  # memoised Cache-Status values of hits (by status and ttl)
 MAX_LOOKUPS = 4  # a lookup that raced fills of its key ending looks again, at most this often in all
 MAX_VARY_RETRIES = 2  # a waiter whose variant differs from the fill's looks up again at most this often
 
@@ -75,21 +77,26 @@ class Handler:
         self.pool = pool
         self.coalescer = coalescer
         self.metrics = metrics
-        pattern = cfg.cache.versioned_pattern
-        self.versioned = None if pattern == "off" else VersionPattern(pattern or DEFAULT_REGEX)
+        self.versioned = configured_pattern(cfg.cache.versioned_pattern)
         self._counters: dict[str, Counter] = {}  # metric children by X-Cache value, looked up once
+        self._hit_fields: dict[tuple[str, int], str] = {}
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def __call__(self, request: Request, out: ResponseWriter) -> None:
         try:
-            resp = await self.handle(request)
+            await self.handle(request, out)
         except ConnectionResetError:
             # The client went away mid-response; any fill it started carries on for the others.
+            out.keep_alive = False
             self.count("ABORTED")
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response(status=499)  # nginx's "client closed request", for the access log
-        self.count(resp.headers.get("X-Cache", "NONE"))
-        return resp
+            raise
+        except OriginError as e:
+            # The origin's body broke off after the head went out: the response stays unfinished, so
+            # the connection is cut and the client sees a broken body, never a short complete one.
+            log.info("%s %s: %s", request.method, request.path, e)
+            if not out.started:
+                field = cache_status_field(CacheStatus.ERROR, detail=e.detail)
+                respond.origin_error(out, e, cache_status=field)
+        self.count(out.cache._value_ if out.cache is not None else "NONE")
 
     def count(self, cache_status: str) -> None:
         counter = self._counters.get(cache_status)
@@ -97,9 +104,9 @@ class Handler:
             counter = self._counters.setdefault(cache_status, self.metrics.requests.labels(cache_status))
         counter.inc()
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        admitted = access.check(request, self.cfg)
-        if isinstance(admitted, web.Response):
+    async def handle(self, request: Request, out: ResponseWriter) -> ResponseWriter:
+        admitted = access.check(request, self.cfg, out)
+        if isinstance(admitted, ResponseWriter):
             return admitted
         request = admitted.request
         primary = primary_key(admitted.key_target)
@@ -111,15 +118,29 @@ class Handler:
             "Authorization" in h,
         )
         if request.method not in ("GET", "HEAD"):
-            return await self.pass_through(request, primary, PassReason.METHOD)
-        for _ in range(MAX_VARY_RETRIES + 1):
-            found = await self.lookup(request, primary)
-            resp = await self.act(request, primary, facts, found)
+            return await self.pass_through(request, out, primary, PassReason.METHOD)
+        for attempt in range(MAX_VARY_RETRIES + 1):
+            found: Found | None = None
+            if not attempt:  # the memory tier answers without awaiting anything
+                found = self.store.lookup_memory(primary, request.headers)
+            if found is None:
+                found = await self.lookup(request, primary)
+            resp = await self.act(request, out, primary, facts, found)
             if resp is not None:
                 return resp
-        return await self.pass_through(request, primary, PassReason.HIT_FOR_MISS)
+        return await self.pass_through(request, out, primary, PassReason.HIT_FOR_MISS)
 
-    async def lookup(self, request: web.BaseRequest, primary: str) -> Found | None:
+    def hit_field(self, status: CacheStatus, ttl: int) -> str:
+        """`Cache-Status` of a hit, built once per (status, ttl) rather than per request."""
+        key = (status._value_, ttl)  # a str key: hashing an enum member is a Python-level call
+        field = self._hit_fields.get(key)
+        if field is None:
+            if len(self._hit_fields) > HIT_FIELDS_KEPT:
+                self._hit_fields.clear()
+            field = self._hit_fields[key] = cache_status_field(status, ttl=ttl)
+        return field
+
+    async def lookup(self, request: Request, primary: str) -> Found | None:
         hit = self.store.lookup_memory(primary, request.headers)
         if hit is not None:
             return hit
@@ -131,26 +152,26 @@ class Handler:
                     break
                 # A fill of this key finished while we were in the disk index: it has stored the object.
             return found
-        except StorageError as e:
+        except StorageError:  # recorded (counted, logged once per cause) by the store
             self.metrics.storage_errors.inc()
-            log.warning("lookup of %s failed, going to the origin: %s", primary, e)
             return None
 
     async def act(
-        self, request: web.BaseRequest, primary: str, facts: RequestFacts, found: Found | None
-    ) -> web.StreamResponse | None:
+        self, request: Request, out: ResponseWriter, primary: str, facts: RequestFacts, found: Found | None
+    ) -> ResponseWriter | None:
         """One decision and what follows from it; None means "look up again" (a Vary race)."""
         now = clock.now()
         match decide(facts, found.entry.stored if found else None, now=now):
             case Fresh(entry=e, age=age, stale=stale):
                 assert found is not None
                 status = CacheStatus.STALE if stale else CacheStatus.HIT
-                field = cache_status_field(status, ttl=ttl_left(e, age))
+                field = self.hit_field(status, int(ttl_left(e, age)))
                 return await respond.from_cache(
                     request,
+                    out,
                     found,
                     respond.base_headers(
-                        respond.fields_of(found), age=age, status=status, cache_status=field
+                        out, respond.fields_of(found), age=age, status=status, cache_status=field
                     ),
                 )
             case StaleWhileRevalidate(entry=e, age=age):
@@ -161,33 +182,39 @@ class Handler:
                 )
                 return await respond.from_cache(
                     request,
+                    out,
                     found,
                     respond.base_headers(
-                        respond.fields_of(found), age=age, status=CacheStatus.UPDATING, cache_status=field
+                        out,
+                        respond.fields_of(found),
+                        age=age,
+                        status=CacheStatus.UPDATING,
+                        cache_status=field,
                     ),
                 )
             case Revalidate():
                 assert found is not None
-                return await self.fetch(request, primary, found, fwd="stale")
+                return await self.fetch(request, out, primary, found, fwd="stale")
             case Miss(alone=alone):
                 key = self.flight_key(request, primary)
-                if (busy := shed.refuse(self.cfg.shed, self.coalescer, self.metrics, key)) is not None:
+                if (busy := shed.refuse(self.cfg.shed, self.coalescer, self.metrics, key, out)) is not None:
                     return busy
                 if alone or self.coalescer.is_hit_for_miss(primary, now=now):
-                    return await self.fetch(request, primary, None, fwd="uri-miss", shared=False)
-                return await self.fetch(request, primary, None, fwd="miss")
+                    return await self.fetch(request, out, primary, None, fwd="uri-miss", shared=False)
+                return await self.fetch(request, out, primary, None, fwd="miss")
             case Pass(reason=reason):
-                return await self.pass_through(request, primary, reason)
+                return await self.pass_through(request, out, primary, reason)
             case OnlyIfCached():
                 return respond.error(
+                    out,
                     504,
                     "not cached (only-if-cached)",
-                    cache_status=cache_status_field(CacheStatus.MISS, detail="only-if-cached"),
+                    cache_status=cache_status_field(CacheStatus.ERROR, detail="only-if-cached"),
                 )
             case unreachable:
                 assert_never(unreachable)
 
-    def fill_request(self, request: web.BaseRequest, primary: str, found: Found | None) -> FillRequest:
+    def fill_request(self, request: Request, primary: str, found: Found | None) -> FillRequest:
         return FillRequest(
             primary=primary,
             target=request.raw_path,
@@ -200,24 +227,25 @@ class Handler:
 
     async def fetch(
         self,
-        request: web.BaseRequest,
+        request: Request,
+        out: ResponseWriter,
         primary: str,
         found: Found | None,
         *,
         fwd: str,
         shared: bool = True,
-    ) -> web.StreamResponse | None:
+    ) -> ResponseWriter | None:
         """Join (or start) the fill for this object and answer from it."""
         key = found.entry.key if found is not None else self.flight_key(request, primary)
         flight, owner = self.coalescer.join(key, self.fill_request(request, primary, found), shared=shared)
         try:
-            return await self.answer(request, primary, found, flight, owner, fwd)
+            return await self.answer(request, out, primary, found, flight, owner, fwd)
         finally:
             flight.leave()
             if isinstance(found, DiskObject):
                 found.file.close()
 
-    def flight_key(self, request: web.BaseRequest, primary: str) -> str:
+    def flight_key(self, request: Request, primary: str) -> str:
         marker = self.store.memory.get(primary)
         if isinstance(marker, VaryMarker):
             return variant_key(primary, marker.names, request.headers)
@@ -225,14 +253,18 @@ class Handler:
 
     async def answer(
         self,
-        request: web.BaseRequest,
+        request: Request,
+        out: ResponseWriter,
         primary: str,
         found: Found | None,
         flight: Flight,
         owner: bool,
         fwd: str,
-    ) -> web.StreamResponse | None:
+    ) -> ResponseWriter | None:
+        loop = asyncio.get_running_loop()
+        waited = loop.time()
         head = await asyncio.shield(flight.head)
+        out.upstream_s = loop.time() - waited  # the origin's time to its head (a joiner: what it waited)
         now = clock.now()
         match head:
             case Storing(entry=entry, fill=fill, length=length):
@@ -251,13 +283,13 @@ class Handler:
                         stored=True,
                         detail=None if owner else "coalesced",
                     )
-                fields = respond.client_fields(entry.stored)
+                fields = respond.stored_fields(entry.stored)
                 age = current_age(entry.stored.initial_age, entry.stored.response_time, now=now)
-                headers = respond.base_headers(fields, age=age, status=status, cache_status=field)
+                headers = respond.base_headers(out, fields, age=age, status=status, cache_status=field)
                 pre = respond.precondition(request, entry.stored)
                 if pre is not Precondition.PROCEED:
-                    return respond.not_modified(headers, pre)
-                return await respond.from_fill(request, fill, entry.stored, length, headers)
+                    return respond.not_modified(out, headers, pre)
+                return await respond.from_fill(request, out, fill, entry.stored, length, headers)
             case Revalidated(entry=entry):
                 assert found is not None
                 revalidated: Found
@@ -269,53 +301,51 @@ class Handler:
                 field = cache_status_field(CacheStatus.REVALIDATED, fwd=fwd, fwd_status=304)
                 fields = respond.fields_of(revalidated)
                 headers = respond.base_headers(
-                    fields, age=age, status=CacheStatus.REVALIDATED, cache_status=field
+                    out, fields, age=age, status=CacheStatus.REVALIDATED, cache_status=field
                 )
-                return await respond.from_cache(request, revalidated, headers)
+                return await respond.from_cache(request, out, revalidated, headers)
             case Uncacheable(reason=reason, status=status):
                 resp = flight.claim_response() if owner else None
                 if resp is None:
-                    return await self.pass_through(request, primary, PassReason.HIT_FOR_MISS)
+                    return await self.pass_through(request, out, primary, PassReason.HIT_FOR_MISS)
                 field = cache_status_field(CacheStatus.MISS, fwd=fwd, fwd_status=status, detail=reason.value)
-                return await proxy.relay(request, resp, self.client, field, CacheStatus.MISS)
+                return await proxy.relay(request, out, resp, self.client, field, CacheStatus.MISS)
             case Failed(error=err):
-                return await self.origin_failed(request, found, err, now=now)
+                return await self.origin_failed(request, out, found, err, now=now)
             case unreachable:
                 assert_never(unreachable)
 
     async def origin_failed(
-        self, request: web.BaseRequest, found: Found | None, err: OriginError, *, now: float
-    ) -> web.StreamResponse:
+        self, request: Request, out: ResponseWriter, found: Found | None, err: OriginError, *, now: float
+    ) -> ResponseWriter:
         """stale-if-error when allowed (RFC 5861 §4), else 502/504 saying why."""
         if found is not None and usable_on_error(found.entry.stored, now=now):
             stored = found.entry.stored
             age = current_age(stored.initial_age, stored.response_time, now=now)
             field = cache_status_field(CacheStatus.STALE, fwd="stale", detail="stale-if-error")
             headers = respond.base_headers(
-                respond.fields_of(found), age=age, status=CacheStatus.STALE, cache_status=field
+                out, respond.fields_of(found), age=age, status=CacheStatus.STALE, cache_status=field
             )
-            return await respond.from_cache(request, found, headers)
-        field = cache_status_field(CacheStatus.MISS, fwd="miss", detail=err.detail)
-        return respond.error(err.status, str(err), cache_status=field, detail=err.detail)
+            return await respond.from_cache(request, out, found, headers)
+        log.warning("%s %s: %s", request.method, request.path, err)
+        field = cache_status_field(CacheStatus.ERROR, fwd="miss", detail=err.detail)
+        return respond.origin_error(out, err, cache_status=field)
 
     async def pass_through(
-        self, request: web.BaseRequest, primary: str, reason: PassReason
-    ) -> web.StreamResponse:
+        self, request: Request, out: ResponseWriter, primary: str, reason: PassReason
+    ) -> ResponseWriter:
         field = proxy.pass_status(reason.value)
         try:
-            resp = await proxy.send(request, self.client, self.pool, primary)
+            resp = await proxy.send(request, out, self.client, self.pool, primary)
         except OriginError as e:
-            return respond.error(
-                e.status,
-                str(e),
-                cache_status=cache_status_field(CacheStatus.PASS, detail=e.detail),
-                detail=e.detail,
-            )
+            log.warning("%s %s: %s", request.method, request.path, e)
+            field = cache_status_field(CacheStatus.ERROR, fwd="bypass", detail=e.detail)
+            return respond.origin_error(out, e, cache_status=field)
         for key in invalidated_keys(
             request.method, resp.status, request.raw_path, request.host, resp.headers
         ):
             await self.invalidate(key)
-        return await proxy.relay(request, resp, self.client, field)
+        return await proxy.relay(request, out, resp, self.client, field)
 
     async def invalidate(self, primary: str) -> None:
         """Drop a key from both tiers; a store failure is logged, never fails the request."""

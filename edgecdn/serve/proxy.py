@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-from aiohttp import web
-from multidict import CIMultiDict
+import asyncio
 
 from edgecdn.errors import OriginError
 from edgecdn.fetch.client import OriginClient, OriginResponse, upstream_headers
 from edgecdn.fetch.pool import OriginPool
-from edgecdn.http.fields import PER_RESPONSE, end_to_end
+from edgecdn.http.fields import PER_RESPONSE, end_to_end, get_one
 from edgecdn.policy.status import CacheStatus, cache_status_field
+from edgecdn.serve.request import Request
+from edgecdn.serve.writer import Fields, ResponseWriter
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
-async def _request_body(request: web.BaseRequest) -> AsyncIterator[bytes]:
-    async for chunk in request.content.iter_any():
-        yield chunk
-
-
 async def send(
-    request: web.BaseRequest, client: OriginClient, pool: OriginPool, primary: str
+    request: Request, out: ResponseWriter, client: OriginClient, pool: OriginPool, primary: str
 ) -> OriginResponse:
     """Forward the request as the client sent it (body streamed) through the pool's retry loop.
 
@@ -30,42 +24,51 @@ async def send(
     requests move on to the next origin.
     """
     headers = upstream_headers(tuple(request.headers.items()), client_ip=request.remote)
-    has_body = request.body_exists
-    return await pool.send(
+    body = request.body
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    resp = await pool.send(
         client,
         request.method,
-        request.raw_path,
+        request.target,
         headers,
         key=primary,
         client_ip=request.remote,
-        body=_request_body(request) if has_body else None,
-        idempotent=request.method in IDEMPOTENT and not has_body,
+        body=body.chunks() if body is not None else None,
+        idempotent=request.method in IDEMPOTENT and body is None,
     )
+    out.origin = resp.origin
+    out.upstream_s = loop.time() - started
+    return resp
+
+
+def content_length(resp: OriginResponse) -> int | None:
+    value = get_one(resp.headers, "content-length")
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
 
 
 async def relay(
-    request: web.BaseRequest,
+    request: Request,
+    out: ResponseWriter,
     resp: OriginResponse,
     client: OriginClient,
     cache_status: str,
     status: CacheStatus = CacheStatus.PASS,
-) -> web.StreamResponse:
+) -> ResponseWriter:
     """Stream an origin response to the client as it arrives; a broken body aborts the connection."""
-    headers: CIMultiDict[str] = CIMultiDict(end_to_end(resp.headers, drop=PER_RESPONSE - {"content-length"}))
-    headers["X-Cache"] = status.value
-    headers["Cache-Status"] = cache_status
-    out = web.StreamResponse(status=resp.status, headers=headers)
+    fields = Fields(end_to_end(resp.headers, drop=PER_RESPONSE))
+    fields.extra += (("X-Cache", status.value), ("Cache-Status", cache_status))
     try:
-        await out.prepare(request)
+        out.start(resp.status, fields, length=content_length(resp), cache=status)
         if request.method != "HEAD":
+            out.flush()
             async for chunk in client.body(resp):
                 await out.write(chunk)
-        await out.write_eof()
+        await out.end()
     except OriginError:
-        resp.abort()
-        if request.transport is not None:
-            request.transport.close()  # the client must see a broken body, not a short one
-        return out
+        resp.abort()  # the response stays unfinished: the client sees a broken body, not a short one
     finally:
         resp.release()
     return out

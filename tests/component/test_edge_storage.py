@@ -3,6 +3,7 @@ a fill cut by a full disk leaves nothing behind, and both are counted by cause."
 
 from __future__ import annotations
 
+import asyncio
 import errno
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,18 +11,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from edgecdn.cache import disk as disk_module
 from edgecdn.cache import fill as fill_module
 from edgecdn.cache.entry import Entry
 from edgecdn.cli import build_parser, config_from_args
-from edgecdn.serve.app import Edge, public_server
-from tests.component.test_memory_hit_path import _ServerOf
+from edgecdn.serve.app import Edge, public_protocol
+from edgecdn.serve.connection import Connections
 from tests.component.test_store import disk_full_after
 
 SIZE = 3 * 2**20  # past the memory tier's per-object bound: a disk object, written in several flushes
-Client = TestClient[web.Request, web.Application]
 
 
 def origin_app(hits: dict[str, int]) -> web.Application:
@@ -36,7 +36,8 @@ def origin_app(hits: dict[str, int]) -> web.Application:
 
 
 @pytest.fixture
-async def edge_client(tmp_path: Path) -> AsyncIterator[tuple[Edge, TestClient, dict[str, int]]]:  # type: ignore[type-arg]
+async def edge_client(tmp_path: Path) -> AsyncIterator[tuple[Edge, aiohttp.ClientSession, dict[str, int]]]:
+    """An edge's public protocol on port 0 in this loop, a client for it, and the origin's hit counts."""
     hits: dict[str, int] = {}
     app = origin_app(hits)
     async with TestServer(app, host="127.0.0.1") as origin:
@@ -44,15 +45,23 @@ async def edge_client(tmp_path: Path) -> AsyncIterator[tuple[Edge, TestClient, d
         argv = ["serve", "--origin", origin_url, "--cache-dir", str(tmp_path / "cache"), "--no-access-log"]
         edge = Edge(config_from_args(build_parser().parse_args(argv)))
         await edge.start()
+        connections = Connections()
+        server = await asyncio.get_running_loop().create_server(
+            public_protocol(edge, connections), "127.0.0.1", 0
+        )
         try:
-            async with TestClient(_ServerOf(public_server(edge))) as client:
+            url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            async with aiohttp.ClientSession(url) as client:
                 yield edge, client, hits
         finally:
+            server.close()
+            connections.drain()
+            await connections.wait_closed(5)
             await edge.close()
 
 
 async def test_a_disk_lookup_raising_eio_is_answered_from_the_origin(
-    edge_client: tuple[Edge, TestClient, dict[str, int]],  # type: ignore[type-arg]
+    edge_client: tuple[Edge, aiohttp.ClientSession, dict[str, int]],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -74,7 +83,7 @@ async def test_a_disk_lookup_raising_eio_is_answered_from_the_origin(
 
 
 async def test_a_disk_full_mid_fill_cuts_the_client_leaves_nothing_and_is_counted(
-    edge_client: tuple[Edge, TestClient, dict[str, int]],  # type: ignore[type-arg]
+    edge_client: tuple[Edge, aiohttp.ClientSession, dict[str, int]],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:

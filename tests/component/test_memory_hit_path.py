@@ -6,23 +6,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import BaseTestServer, RawTestServer, TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from edgecdn.cli import build_parser, config_from_args
-from edgecdn.serve.app import Edge, public_server
-
-
-class _ServerOf(RawTestServer):
-    """RawTestServer around an already-built web.Server (the edge's own, with its protocol)."""
-
-    def __init__(self, server: web.Server) -> None:
-        super().__init__(server.request_handler, host="127.0.0.1")
-        self._edge_server = server
-
-    async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
-        return web.ServerRunner(self._edge_server, **kwargs)
+from edgecdn.serve.app import Edge, public_protocol
+from edgecdn.serve.connection import Connections
 
 
 class Forbidden:
@@ -49,9 +40,13 @@ async def test_memory_hit_uses_no_thread_and_no_disk(tmp_path: Path, monkeypatch
         )
         edge = Edge(cfg)
         await edge.start()
+        connections = Connections()
+        server = await asyncio.get_running_loop().create_server(
+            public_protocol(edge, connections), "127.0.0.1", 0
+        )
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         try:
-            server: BaseTestServer = _ServerOf(public_server(edge))
-            async with TestClient(server) as client:
+            async with aiohttp.ClientSession(url) as client:
                 first = await client.get("/obj")
                 assert first.headers["X-Cache"] == "MISS"
                 await first.read()
@@ -68,5 +63,8 @@ async def test_memory_hit_uses_no_thread_and_no_disk(tmp_path: Path, monkeypatch
                     await got.read()
                 monkeypatch.undo()
                 edge.store.disk = disk
+            server.close()
+            connections.drain()
+            await connections.wait_closed(5)
         finally:
             await edge.close()

@@ -101,7 +101,8 @@ def hook_origin(root: Path, port: int) -> OriginClient:
 
 
 async def health(s: aiohttp.ClientSession, edge: Proc) -> dict[str, str]:
-    async with s.get(edge.url + "/_edge/health") as r:
+    """Each origin's state, from the admin listener (the public one names no origin)."""
+    async with s.get(admin_url(edge) + "/_edge/health") as r:
         body = json.loads(await r.read())
     return {o["url"]: o["state"] for o in body["origins"]}
 

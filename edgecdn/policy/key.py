@@ -6,6 +6,7 @@ sent upstream is the origin's own, so the client's Host cannot change the respon
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -62,6 +63,34 @@ def _zero_q(params: str) -> bool:
     return False
 
 
+def accept_language(values: Iterable[str]) -> str:
+    """Accept-Language in a canonical form, for keying a `Vary: Accept-Language` variant (RFC 9110 §12.5.4).
+
+    Only rewrites that keep the meaning: case and whitespace folded, `q=1` dropped, q-values written
+    without trailing zeros, a repeated range kept once, and ranges ordered by weight (a stable sort, so
+    ranges of equal weight keep their order, which servers use as a tie-break). A list that does not
+    parse is keyed as folded, unchanged.
+    """
+    ranges: dict[str, float] = {}
+    for element in (p.strip() for v in values for p in v.split(",")):
+        if not element:
+            continue
+        tag, _, params = (x.strip() for x in element.partition(";"))
+        name, _, value = (x.strip() for x in params.partition("="))
+        tag = tag.lower()
+        if not _LANGUAGE_RANGE.fullmatch(tag) or (
+            params and (name.lower() != "q" or not _QVALUE.fullmatch(value))
+        ):
+            return ",".join(p.strip() for v in values for p in v.split(",")).lower()
+        ranges.setdefault(tag, float(value) if params else 1.0)
+    ordered = sorted(ranges.items(), key=lambda item: -item[1])
+    return ",".join(tag if q == 1.0 else f"{tag};q={q:g}" for tag, q in ordered)
+
+
+_LANGUAGE_RANGE = re.compile(r"\*|[a-z]{1,8}(-[a-z0-9]{1,8})*")  # RFC 4647 §2.1
+_QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")  # RFC 9110 §12.4.2
+
+
 def vary_values(names: Iterable[str], headers: HeaderView) -> tuple[str, ...]:
     """The normalized values of the Vary-nominated request fields (RFC 9111 §4.1)."""
     out = []
@@ -69,6 +98,9 @@ def vary_values(names: Iterable[str], headers: HeaderView) -> tuple[str, ...]:
         values = headers.getall(name, [])
         if name.lower() == "accept-encoding":
             out.append(accept_encoding(values))
+            continue
+        if name.lower() == "accept-language":
+            out.append(accept_language(values))
             continue
         # Combine field lines and fold whitespace so trivially different requests share a variant.
         out.append(",".join(",".join(p.strip() for p in v.split(",")) for v in values).lower())

@@ -158,6 +158,19 @@ async def test_vary_keeps_one_variant_per_value(origin: OriginClient, edge_url: 
     assert origin.hits(path) == 2
 
 
+async def test_vary_accept_language_lists_that_mean_the_same_share_a_variant(
+    origin: OriginClient, edge_url: str
+) -> None:
+    """RFC 9110 §12.5.4: order by weight, case, spaces and q=1 do not change what is asked for."""
+    path = blob("vary-lang")
+    vary = {"X-Set-Vary": "Accept-Language"}
+    asks = ["de;q=0.5, en-US", "en-us;q=1,DE;q=0.50", "en-US, fr;q=0.5", "de;q=0.5, en-US"]
+    async with session() as s:
+        got = [await get(s, edge_url + path, **vary, **{"Accept-Language": a}) for a in asks]
+    assert [g.x_cache for g in got] == ["MISS", "HIT", "MISS", "HIT"]
+    assert origin.hits(path) == 2
+
+
 async def test_cdn_cache_control_wins_and_is_not_forwarded(origin: OriginClient, edge_url: str) -> None:
     path = blob("cdn-cc")
     hdr = {"X-Set-Cache-Control": "no-store", "X-Set-CDN-Cache-Control": "max-age=300"}

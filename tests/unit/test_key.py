@@ -3,7 +3,14 @@
 import pytest
 from multidict import CIMultiDict
 
-from edgecdn.policy.key import accept_encoding, key_digest, primary_key, variant_key, vary_values
+from edgecdn.policy.key import (
+    accept_encoding,
+    accept_language,
+    key_digest,
+    primary_key,
+    variant_key,
+    vary_values,
+)
 
 
 def hdrs(*pairs: tuple[str, str]) -> CIMultiDict[str]:
@@ -131,6 +138,26 @@ def test_variant_key_stays_under_its_primary() -> None:
 def test_vary_values_are_normalized() -> None:
     request = hdrs(("Accept-Language", " EN ,  fr"), ("Accept-Language", "de"), ("Accept-Encoding", "GZIP"))
     assert vary_values(("accept-language", "accept", "accept-encoding"), request) == ("en,fr,de", "", "gzip")
+
+
+@pytest.mark.parametrize(
+    ("values", "want"),
+    [
+        pytest.param(["en-US, de;q=0.5"], "en-us,de;q=0.5", id="rfc9110-12.5.4-case-folded"),
+        pytest.param(["de;q=0.50,EN-us"], "en-us,de;q=0.5", id="rfc9110-12.5.4-ordered-by-weight"),
+        pytest.param(["en, fr"], "en,fr", id="rfc9110-12.5.4-equal-weights-keep-their-order"),
+        pytest.param(["fr, en"], "fr,en", id="rfc9110-12.5.4-equal-weights-other-order-differs"),
+        pytest.param(["en;q=1, fr;q=0"], "en,fr;q=0", id="rfc9110-12.4.2-q1-dropped-q0-kept"),
+        pytest.param(["en, en;q=0.1"], "en", id="rfc9110-12.5.4-repeated-range-first-wins"),
+        pytest.param([" EN ,  fr", "de"], "en,fr,de", id="rfc9110-5.3-field-lines-combined"),
+        pytest.param(["*;q=0.1, da"], "da,*;q=0.1", id="rfc4647-2.1-wildcard"),
+        pytest.param(["en;x=1"], "en;x=1", id="unknown-parameter-kept-as-folded"),
+        pytest.param(["en;q=2"], "en;q=2", id="rfc9110-12.4.2-bad-qvalue-kept-as-folded"),
+        pytest.param(["en_US"], "en_us", id="rfc4647-2.1-bad-range-kept-as-folded"),
+    ],
+)
+def test_accept_language_canonical_form(values: list[str], want: str) -> None:
+    assert accept_language(values) == want
 
 
 @pytest.mark.parametrize(

@@ -92,6 +92,7 @@ class HttpConnection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None  # answers the queue; lives as long as the connection
         self._wakeup: asyncio.Future[None] | None = None  # what that task waits on while the queue is empty
         self._busy = False  # a request is being answered
+        self._writer: ResponseWriter | None = None  # ... by this writer
         # One deadline (loop time, 0: none) and one timer that only ever moves earlier: a timer that
         # fires before the deadline re-arms itself, so a keep-alive request costs no timer operation.
         self._deadline = 0.0
@@ -341,6 +342,7 @@ class HttpConnection(asyncio.Protocol):
             head_only=request.method == "HEAD",
             version=request.version,
         )
+        self._writer = writer
         try:
             await self._handle(request, writer)
         except ConnectionResetError:
@@ -350,6 +352,7 @@ class HttpConnection(asyncio.Protocol):
             if not writer.started and self.transport is not None:
                 writer.keep_alive = False
                 writer.send(500, Fields((("Content-Type", "application/json"),)), b'{"error":"internal"}')
+        self._writer = None
         transport = self.transport
         if transport is None:
             return False
@@ -410,6 +413,8 @@ class HttpConnection(asyncio.Protocol):
     def shutdown(self) -> None:
         """Graceful shutdown of this connection (see Connections.drain)."""
         self._stop_reading()
+        if self._writer is not None and not self._writer.started:
+            self._writer.keep_alive = False  # the answer in progress says it is the last
         if not self._queue and not self._busy and self.transport is not None:
             self.transport.close()
 

@@ -18,6 +18,7 @@ from edgecdn.policy.status import CacheStatus
 
 CHUNK = 256 * 1024  # body bytes per write of a streamed or copied body
 FALLBACK_CHUNK = 32 * 1024  # bytes copied through the loop while the socket cannot take sendfile()
+JOIN_BELOW = 16 * 1024  # bodies smaller than this are joined to the head for a single send
 NO_BODY_STATUSES = frozenset({204, 304})
 _STATUS_LINES: dict[int, bytes] = {}
 
@@ -164,8 +165,11 @@ class ResponseWriter:
         transport = self._transport()
         if self._head_only or not body or status in NO_BODY_STATUSES:
             transport.write(head)
+        elif len(body) < JOIN_BELOW:
+            transport.write(head + body)  # one small buffer, one send
+            self.body_sent += len(body)
         else:
-            transport.write(head + body)
+            transport.writelines((head, body))  # gathered by the transport: the body is not copied
             self.body_sent += len(body)
         self.finished = True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 from tests.integration.conftest import OriginClient
@@ -64,3 +65,37 @@ async def test_an_unwritable_log_never_fails_a_request(origin: OriginClient, tmp
     assert dropped >= 20
     assert "Traceback" not in edge.stderr_text()
     assert edge.stderr_text().count("access log /dev/full") == 1  # said once, then counted
+
+
+async def test_sigterm_drains_in_flight_requests_then_flushes_the_log(
+    origin: OriginClient, tmp_path: Path
+) -> None:
+    log = tmp_path / "access.log"
+    edge = start_edge(origin.url, tmp_path / "cache", "--access-log", str(log))
+    host, port = edge.url.removeprefix("http://").split(":")
+    try:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /_test/blob/1000?t=drain HTTP/1.1\r\nHost: a\r\nX-Test-Gate: drain\r\n\r\n")
+        await origin.await_gate("drain", 1)
+        edge.signal(signal.SIGTERM)
+        refused = False
+        for _ in range(100):  # the listener closes at once: new connections are refused
+            try:
+                _, probe = await asyncio.open_connection(host, int(port))
+                probe.close()
+                await asyncio.sleep(0.05)
+            except ConnectionRefusedError:
+                refused = True
+                break
+        origin.release("drain")
+        answer = await asyncio.wait_for(reader.read(), 10)  # the whole answer, then the close
+        writer.close()
+        code = await asyncio.to_thread(edge.popen.wait, 15)
+    finally:
+        edge.stop()
+    assert refused
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"Connection: close" in head and len(body) == 1000
+    assert code == 0
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1 and '"GET /_test/blob/1000?t=drain HTTP/1.1" 200 1000' in lines[0]

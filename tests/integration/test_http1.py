@@ -271,3 +271,23 @@ async def test_a_request_body_has_a_deadline(strict: tuple[OriginClient, Proc, P
     answer = await closed
     writer.close()
     assert sent < 200 and b" 200 " not in answer.partition(b"\r\n")[0]
+
+
+async def test_a_client_closing_mid_response_leaves_the_fill_running(
+    strict: tuple[OriginClient, Proc, Path],
+) -> None:
+    origin, edge, _ = strict
+    path = "/_test/blob/3000000?t=walkaway"
+    reader, writer = await connect(edge)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: a\r\nX-Test-Gate-After: walkaway:100000\r\n\r\n".encode())
+    await origin.await_gate("walkaway", 1)  # the origin sent 100 kB and holds the rest
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT_S)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    writer.transport.abort()  # the client goes away mid-body
+    origin.release("walkaway")
+    reader, writer = await connect(edge)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    again = await read_reply(reader)
+    writer.close()
+    assert again.status == 200 and len(again.body) == 3_000_000
+    assert origin.hits(path) == 1  # the fill went on without its first client, and was shared

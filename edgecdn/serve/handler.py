@@ -52,6 +52,7 @@ from edgecdn.policy.invalidate import invalidated_keys
 from edgecdn.policy.key import primary_key, variant_key
 from edgecdn.policy.status import CacheStatus, cache_status_field
 from edgecdn.serve import access, proxy, respond, shed
+from edgecdn.serve.slices import Slicer
 
 log = logging.getLogger("edgecdn.handler")
 
@@ -78,6 +79,7 @@ class Handler:
         pattern = cfg.cache.versioned_pattern
         self.versioned = None if pattern == "off" else VersionPattern(pattern or DEFAULT_REGEX)
         self._counters: dict[str, Counter] = {}  # metric children by X-Cache value, looked up once
+        self.slicer = Slicer(cfg, store, coalescer, metrics)  # paths with `slice = true` (serve/slices.py)
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
@@ -112,6 +114,8 @@ class Handler:
         )
         if request.method not in ("GET", "HEAD"):
             return await self.pass_through(request, primary, PassReason.METHOD)
+        if (sliced := await self.slicer.serve(request, primary, facts)) is not None:
+            return sliced
         for _ in range(MAX_VARY_RETRIES + 1):
             found = await self.lookup(request, primary)
             resp = await self.act(request, primary, facts, found)

@@ -1,0 +1,282 @@
+"""Serving a sliced object: a Range (or a whole GET) answered from stored slices, fetching missing ones.
+
+Rules of this file: only the slices that hold the bytes asked are fetched, each one through the coalescer
+(one origin request per slice however many clients ask); slices are streamed one after the other, never
+assembled in memory; the response is built from one representation only: a slice of another one before
+the first byte went out restarts the request once, after it aborts the connection. None means "not for
+the slice path": the handler carries on as for any other object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, replace
+from typing import IO, NoReturn
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from edgecdn import clock
+from edgecdn.cache import slices
+from edgecdn.cache.entry import Entry
+from edgecdn.cache.fill import Fill
+from edgecdn.cache.store import Store
+from edgecdn.config import Config
+from edgecdn.errors import OriginError, StorageError
+from edgecdn.fetch.coalesce import Coalescer, Failed, FillRequest, Flight, Revalidated, Storing, Uncacheable
+from edgecdn.http.conditional import Precondition, if_range_matches
+from edgecdn.http.ranges import ByteRange, FullBody, Unsatisfiable
+from edgecdn.metrics import Metrics
+from edgecdn.policy.decide import Fresh, Miss, RequestFacts, decide
+from edgecdn.policy.freshness import current_age
+from edgecdn.policy.slice import (
+    Refused,
+    Representation,
+    SliceAsk,
+    first_slice,
+    plan_span,
+    slices_for,
+    slicing_applies,
+    within,
+)
+from edgecdn.policy.status import CacheStatus, cache_status_field
+from edgecdn.serve import respond
+
+log = logging.getLogger("edgecdn.slices")
+
+CHUNK = 256 * 1024
+
+
+class _Changed(Exception):
+    """A slice of another representation than the one being answered."""
+
+
+@dataclass(slots=True)
+class Source:
+    """One slice to copy from: a stored body file, or a fill in progress (read-while-write)."""
+
+    entry: Entry
+    rep: Representation
+    hit: bool
+    file: IO[bytes] | None = None
+    fill: Fill | None = None
+    flight: Flight | None = None
+
+    async def copy(self, resp: web.StreamResponse, offset: int, count: int) -> None:
+        end = offset + count
+        while offset < end:
+            n = min(CHUNK, end - offset)
+            if self.fill is not None:
+                chunk = await self.fill.read(offset, n)
+            else:
+                assert self.file is not None
+                chunk = await asyncio.to_thread(respond.os_pread, self.file, n, offset)
+            if not chunk:
+                raise ConnectionResetError("slice shorter than its record")
+            await resp.write(chunk)
+            offset += len(chunk)
+
+    async def close(self) -> None:
+        if self.flight is not None:
+            self.flight.leave()
+            self.flight = None
+        if self.file is not None:
+            await asyncio.to_thread(self.file.close)
+            self.file = None
+
+
+Fetched = Source | Uncacheable | OriginError | web.Response
+
+
+class Slicer:
+    """What the slice path needs of the edge: the config, the store, the coalescer, the metrics."""
+
+    def __init__(self, cfg: Config, store: Store, coalescer: Coalescer, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.coalescer = coalescer
+        self.metrics = metrics
+        self.enabled = any(rule.slice for rule in cfg.cache.rules)  # else one attribute read per request
+
+    async def serve(
+        self, request: web.BaseRequest, primary: str, facts: RequestFacts
+    ) -> web.StreamResponse | None:
+        """The answer from slices, or None when this request is not one for the slice path."""
+        if not self.enabled or facts.has_auth or not slicing_applies(request.path, self.cfg.cache):
+            return None
+        if not isinstance(decide(facts, None, now=clock.now()), Miss):
+            return None  # a method, request no-store or only-if-cached: the ordinary path says so
+        for _ in range(2):  # a representation that changes twice while we look is a 502
+            try:
+                return await self._answer(request, primary, facts)
+            except _Changed:
+                await self._drop(primary)
+            except StorageError as e:
+                self.metrics.storage_errors.inc()
+                log.warning("slices of %s unusable, passed to the origin: %s", primary, e)
+                return None
+        field = cache_status_field(CacheStatus.MISS, fwd="miss", detail="slice-changed")
+        return respond.error(502, "the object changed while it was being sliced", cache_status=field)
+
+    async def _answer(
+        self, request: web.BaseRequest, primary: str, facts: RequestFacts
+    ) -> web.StreamResponse | None:
+        record = await self.store.blocking(slices.record, self.store.disk, primary)
+        rep = record.representation if record is not None else None
+        size = rep.slice_size if rep is not None else self.cfg.cache.slice_size
+        range_field = request.headers.get("Range") if request.method == "GET" else None
+        first = first_slice(range_field, size)
+        got = await self._slice(request, primary, facts, first, rep, size)
+        if isinstance(got, Uncacheable) and got.status == 416 and first != 0:
+            first = 0  # asked beyond the end: slice 0 tells the length, for a 416 of our own
+            got = await self._slice(request, primary, facts, first, rep, size)
+        if not isinstance(got, Source):
+            return self._not_served(got)
+        src: Source | None = got
+        try:
+            if record is not None and got.rep != record.representation:
+                raise _Changed(primary)
+            rep = got.rep
+            stored = got.entry.stored
+            if not if_range_matches(
+                request.headers.get("If-Range"), etag=rep.etag, last_modified=stored.last_modified
+            ):
+                range_field = None
+            span = plan_span(range_field, rep.length)
+            headers = respond.base_headers(
+                tuple((n, v) for n, v in respond.client_fields(stored) if n.lower() != "content-range"),
+                age=current_age(stored.initial_age, stored.response_time, now=clock.now()),
+                status=CacheStatus.MISS,
+                cache_status="",
+            )
+            headers["Accept-Ranges"] = "bytes"
+            if isinstance(span, Unsatisfiable):
+                return _unsatisfiable(headers, rep, got.hit)
+            whole = isinstance(span, FullBody)
+            if isinstance(span, FullBody):
+                span = ByteRange(0, rep.length - 1)
+            needed = slices_for(span, rep.slice_size)
+            hit = got.hit and record is not None and all(record.body_of(i) for i in needed)
+            _mark(headers, hit, ttl=stored.lifetime)
+            pre = respond.precondition(request, replace(stored, status=200))
+            if pre is not Precondition.PROCEED:
+                return respond.not_modified(headers, pre)
+            if not whole:
+                headers["Content-Range"] = span.content_range(rep.length)
+            headers["Content-Length"] = str(span.length)
+            resp = web.StreamResponse(status=200 if whole else 206, headers=headers)
+            await resp.prepare(request)
+            if request.method == "HEAD":
+                await resp.write_eof()
+                return resp
+            for index in needed:
+                if src is None or src.entry.key != slices.slice_key(primary, index):
+                    if src is not None:
+                        await src.close()
+                    src = await self._next(request, primary, facts, index, rep)
+                offset, count = within(index, span, rep.slice_size)
+                await src.copy(resp, offset, count)
+            await resp.write_eof()
+            return resp
+        finally:
+            if src is not None:
+                await src.close()
+
+    async def _next(
+        self, request: web.BaseRequest, primary: str, facts: RequestFacts, index: int, rep: Representation
+    ) -> Source:
+        """The next slice of a response already under way; anything but one of `rep` cuts it off."""
+        try:
+            fetched = await self._slice(request, primary, facts, index, rep, rep.slice_size)
+        except _Changed:
+            fetched = Uncacheable(Refused.CHANGED, 200)
+        if isinstance(fetched, Source) and fetched.rep == rep:
+            return fetched
+        if isinstance(fetched, Source):
+            await fetched.close()
+        await self._drop(primary)
+        _abort(request, f"slice {index} of {primary} changed or failed mid-response")
+
+    async def _slice(
+        self,
+        request: web.BaseRequest,
+        primary: str,
+        facts: RequestFacts,
+        index: int,
+        rep: Representation | None,
+        size: int,
+    ) -> Fetched:
+        """Slice `index`: stored and fresh, else from its (coalesced) fill."""
+        found = await self.store.blocking(slices.open_slice, self.store.disk, primary, index)
+        if found is not None:
+            stored_rep, entry, file = found
+            fresh = isinstance(decide(facts, entry.stored, now=clock.now()), Fresh)
+            if fresh and (rep is None or stored_rep == rep):
+                return Source(entry, stored_rep, hit=True, file=file)
+            await asyncio.to_thread(file.close)
+        ask = SliceAsk(index, size, expect=rep)
+        fill_request = FillRequest(
+            primary=primary,
+            target=request.raw_path,
+            path=request.path,
+            headers=tuple(request.headers.items()),
+            client_ip=request.remote,
+            slice=ask,
+        )
+        flight, _ = self.coalescer.join(slices.slice_key(primary, index), fill_request)
+        head = await asyncio.shield(flight.head)
+        match head:
+            case Storing(entry=entry, fill=fill) if flight.part is not None:
+                return Source(entry, flight.part.representation, hit=False, fill=fill, flight=flight)
+            case Uncacheable(reason=Refused.CHANGED) if rep is not None:
+                flight.leave()
+                raise _Changed(primary)
+            case Failed(error=err):
+                flight.leave()
+                return err
+            case Uncacheable() as refused:
+                flight.leave()
+                return refused
+            case Storing() | Revalidated():
+                flight.leave()
+                return OriginError("slice fill gave no part")
+
+    def _not_served(self, got: Fetched) -> web.StreamResponse | None:
+        if isinstance(got, OriginError):
+            field = cache_status_field(CacheStatus.MISS, fwd="miss", detail=got.detail)
+            return respond.error(got.status, str(got), cache_status=field, detail=got.detail)
+        if isinstance(got, web.Response):
+            return got
+        return None  # the origin does not slice this object: the ordinary path answers
+
+    async def _drop(self, primary: str) -> None:
+        dropped = await self.store.blocking(slices.drop, self.store.disk, primary)
+        log.info("%s: %d slices of an older representation dropped", primary, len(dropped))
+
+
+def _mark(headers: CIMultiDict[str], hit: bool, *, ttl: float) -> None:
+    if hit:
+        headers["X-Cache"] = CacheStatus.HIT.value
+        headers["Cache-Status"] = cache_status_field(CacheStatus.HIT, ttl=ttl, detail="slices")
+    else:
+        headers["X-Cache"] = CacheStatus.MISS.value
+        headers["Cache-Status"] = cache_status_field(
+            CacheStatus.MISS, fwd="miss", fwd_status=206, stored=True, detail="slices"
+        )
+
+
+def _unsatisfiable(headers: CIMultiDict[str], rep: Representation, hit: bool) -> web.Response:
+    _mark(headers, hit, ttl=0)
+    keep = {"x-cache", "cache-status", "age", "date"}
+    out: CIMultiDict[str] = CIMultiDict((n, v) for n, v in headers.items() if n.lower() in keep)
+    out["Content-Range"] = f"bytes */{rep.length}"
+    return web.Response(status=416, headers=out)
+
+
+def _abort(request: web.BaseRequest, why: str) -> NoReturn:
+    """Headers are out: the only honest end is a cut connection (the client sees a short body)."""
+    log.warning("%s: connection aborted", why)
+    if request.transport is not None:
+        request.transport.close()
+    raise ConnectionResetError(why)

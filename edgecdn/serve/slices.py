@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import IO, NoReturn
 
@@ -46,6 +47,7 @@ from edgecdn.serve import respond
 log = logging.getLogger("edgecdn.slices")
 
 CHUNK = 256 * 1024
+UNSLICEABLE_MAX = 10_000  # objects remembered as not sliceable (oldest forgotten first)
 
 
 class _Changed(Exception):
@@ -56,6 +58,7 @@ class _Changed(Exception):
 class Source:
     """One slice to copy from: a stored body file, or a fill in progress (read-while-write)."""
 
+    index: int
     entry: Entry
     rep: Representation
     hit: bool
@@ -86,7 +89,7 @@ class Source:
             self.file = None
 
 
-Fetched = Source | Uncacheable | OriginError | web.Response
+Fetched = Source | Uncacheable | OriginError
 
 
 class Slicer:
@@ -98,6 +101,9 @@ class Slicer:
         self.coalescer = coalescer
         self.metrics = metrics
         self.enabled = any(rule.slice for rule in cfg.cache.rules)  # else one attribute read per request
+        # primary -> until: the origin would not slice it (a 200, no strong ETag): the ordinary path, for
+        # cache.hit_for_miss, instead of one refused slice request before every ordinary one.
+        self._unsliceable: OrderedDict[str, float] = OrderedDict()
 
     async def serve(
         self, request: web.BaseRequest, primary: str, facts: RequestFacts
@@ -105,7 +111,8 @@ class Slicer:
         """The answer from slices, or None when this request is not one for the slice path."""
         if not self.enabled or facts.has_auth or not slicing_applies(request.path, self.cfg.cache):
             return None
-        if not isinstance(decide(facts, None, now=clock.now()), Miss):
+        now = clock.now()
+        if not isinstance(decide(facts, None, now=now), Miss) or self._unsliceable.get(primary, 0.0) > now:
             return None  # a method, request no-store or only-if-cached: the ordinary path says so
         for _ in range(2):  # a representation that changes twice while we look is a 502
             try:
@@ -132,7 +139,7 @@ class Slicer:
             first = 0  # asked beyond the end: slice 0 tells the length, for a 416 of our own
             got = await self._slice(request, primary, facts, first, rep, size)
         if not isinstance(got, Source):
-            return self._not_served(got)
+            return self._not_served(primary, got)
         src: Source | None = got
         try:
             if record is not None and got.rep != record.representation:
@@ -157,7 +164,8 @@ class Slicer:
             if isinstance(span, FullBody):
                 span = ByteRange(0, rep.length - 1)
             needed = slices_for(span, rep.slice_size)
-            hit = got.hit and record is not None and all(record.body_of(i) for i in needed)
+            listed = record.body_of if record is not None else lambda _: None
+            hit = got.hit and all(i == got.index or listed(i) for i in needed)
             _mark(headers, hit, ttl=stored.lifetime)
             pre = respond.precondition(request, replace(stored, status=200))
             if pre is not Precondition.PROCEED:
@@ -171,7 +179,7 @@ class Slicer:
                 await resp.write_eof()
                 return resp
             for index in needed:
-                if src is None or src.entry.key != slices.slice_key(primary, index):
+                if src is None or src.index != index:
                     if src is not None:
                         await src.close()
                     src = await self._next(request, primary, facts, index, rep)
@@ -213,7 +221,7 @@ class Slicer:
             stored_rep, entry, file = found
             fresh = isinstance(decide(facts, entry.stored, now=clock.now()), Fresh)
             if fresh and (rep is None or stored_rep == rep):
-                return Source(entry, stored_rep, hit=True, file=file)
+                return Source(index, entry, stored_rep, hit=True, file=file)
             await asyncio.to_thread(file.close)
         ask = SliceAsk(index, size, expect=rep)
         fill_request = FillRequest(
@@ -224,11 +232,12 @@ class Slicer:
             client_ip=request.remote,
             slice=ask,
         )
-        flight, _ = self.coalescer.join(slices.slice_key(primary, index), fill_request)
+        flight, owner = self.coalescer.join(slices.slice_key(primary, index), fill_request)
         head = await asyncio.shield(flight.head)
         match head:
             case Storing(entry=entry, fill=fill) if flight.part is not None:
-                return Source(entry, flight.part.representation, hit=False, fill=fill, flight=flight)
+                hit = fill.complete and not owner  # the whole slice is in: as good as a stored one
+                return Source(index, entry, flight.part.representation, hit=hit, fill=fill, flight=flight)
             case Uncacheable(reason=Refused.CHANGED) if rep is not None:
                 flight.leave()
                 raise _Changed(primary)
@@ -242,13 +251,16 @@ class Slicer:
                 flight.leave()
                 return OriginError("slice fill gave no part")
 
-    def _not_served(self, got: Fetched) -> web.StreamResponse | None:
+    def _not_served(self, primary: str, got: Fetched) -> web.StreamResponse | None:
         if isinstance(got, OriginError):
             field = cache_status_field(CacheStatus.MISS, fwd="miss", detail=got.detail)
             return respond.error(got.status, str(got), cache_status=field, detail=got.detail)
-        if isinstance(got, web.Response):
-            return got
-        return None  # the origin does not slice this object: the ordinary path answers
+        # The origin does not slice this object: the ordinary path answers, now and for a while.
+        self._unsliceable[primary] = clock.now() + self.cfg.cache.hit_for_miss
+        self._unsliceable.move_to_end(primary)
+        while len(self._unsliceable) > UNSLICEABLE_MAX:
+            self._unsliceable.popitem(last=False)
+        return None
 
     async def _drop(self, primary: str) -> None:
         dropped = await self.store.blocking(slices.drop, self.store.disk, primary)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import IO, NoReturn
@@ -29,7 +30,7 @@ from edgecdn.fetch.coalesce import Coalescer, Failed, FillRequest, Flight, Reval
 from edgecdn.http.conditional import Precondition, if_range_matches
 from edgecdn.http.ranges import ByteRange, FullBody, Unsatisfiable
 from edgecdn.metrics import Metrics
-from edgecdn.policy.decide import Fresh, Miss, RequestFacts, decide
+from edgecdn.policy.decide import Fresh, Miss, RequestFacts, decide, ttl_left
 from edgecdn.policy.freshness import current_age
 from edgecdn.policy.slice import (
     Refused,
@@ -42,7 +43,7 @@ from edgecdn.policy.slice import (
     within,
 )
 from edgecdn.policy.status import CacheStatus, cache_status_field
-from edgecdn.serve import respond
+from edgecdn.serve import respond, shed
 
 log = logging.getLogger("edgecdn.slices")
 
@@ -74,7 +75,7 @@ class Source:
                 chunk = await self.fill.read(offset, n)
             else:
                 assert self.file is not None
-                chunk = await asyncio.to_thread(respond.os_pread, self.file, n, offset)
+                chunk = await asyncio.to_thread(os.pread, self.file.fileno(), n, offset)
             if not chunk:
                 raise ConnectionResetError("slice shorter than its record")
             await resp.write(chunk)
@@ -89,7 +90,7 @@ class Source:
             self.file = None
 
 
-Fetched = Source | Uncacheable | OriginError
+Fetched = Source | Uncacheable | OriginError | web.Response  # a Response: shed (503)
 
 
 class Slicer:
@@ -134,10 +135,10 @@ class Slicer:
         size = rep.slice_size if rep is not None else self.cfg.cache.slice_size
         range_field = request.headers.get("Range") if request.method == "GET" else None
         first = first_slice(range_field, size)
-        got = await self._slice(request, primary, facts, first, rep, size)
+        got = await self._slice(request, primary, facts, first, rep, size, shed_ok=True)
         if isinstance(got, Uncacheable) and got.status == 416 and first != 0:
             first = 0  # asked beyond the end: slice 0 tells the length, for a 416 of our own
-            got = await self._slice(request, primary, facts, first, rep, size)
+            got = await self._slice(request, primary, facts, first, rep, size, shed_ok=True)
         if not isinstance(got, Source):
             return self._not_served(primary, got)
         src: Source | None = got
@@ -166,7 +167,7 @@ class Slicer:
             needed = slices_for(span, rep.slice_size)
             listed = record.body_of if record is not None else lambda _: None
             hit = got.hit and all(i == got.index or listed(i) for i in needed)
-            _mark(headers, hit, ttl=stored.lifetime)
+            _mark(headers, hit, ttl=ttl_left(stored, float(headers["Age"])))
             pre = respond.precondition(request, replace(stored, status=200))
             if pre is not Precondition.PROCEED:
                 return respond.not_modified(headers, pre)
@@ -214,6 +215,8 @@ class Slicer:
         index: int,
         rep: Representation | None,
         size: int,
+        *,
+        shed_ok: bool = False,
     ) -> Fetched:
         """Slice `index`: stored and fresh, else from its (coalesced) fill."""
         found = await self.store.blocking(slices.open_slice, self.store.disk, primary, index)
@@ -223,6 +226,9 @@ class Slicer:
             if fresh and (rep is None or stored_rep == rep):
                 return Source(index, entry, stored_rep, hit=True, file=file)
             await asyncio.to_thread(file.close)
+        key = slices.slice_key(primary, index)
+        if shed_ok and (busy := shed.refuse(self.cfg.shed, self.coalescer, self.metrics, key)) is not None:
+            return busy
         ask = SliceAsk(index, size, expect=rep)
         fill_request = FillRequest(
             primary=primary,
@@ -232,8 +238,12 @@ class Slicer:
             client_ip=request.remote,
             slice=ask,
         )
-        flight, owner = self.coalescer.join(slices.slice_key(primary, index), fill_request)
-        head = await asyncio.shield(flight.head)
+        flight, owner = self.coalescer.join(key, fill_request)
+        try:
+            head = await asyncio.shield(flight.head)
+        except BaseException:  # the client went away meanwhile: the fill carries on without it
+            flight.leave()
+            raise
         match head:
             case Storing(entry=entry, fill=fill) if flight.part is not None:
                 hit = fill.complete and not owner  # the whole slice is in: as good as a stored one
@@ -255,6 +265,8 @@ class Slicer:
         if isinstance(got, OriginError):
             field = cache_status_field(CacheStatus.MISS, fwd="miss", detail=got.detail)
             return respond.error(got.status, str(got), cache_status=field, detail=got.detail)
+        if isinstance(got, web.Response):
+            return got
         # The origin does not slice this object: the ordinary path answers, now and for a while.
         self._unsliceable[primary] = clock.now() + self.cfg.cache.hit_for_miss
         self._unsliceable.move_to_end(primary)

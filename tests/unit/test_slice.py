@@ -1,9 +1,13 @@
 """Slicing policy (RFC 9110 §14, RFC 9111 §3.3-3.4): which slices a range needs, and which origin answers
 are slices of the stored representation (strong ETag and complete length), table-driven."""
 
+import re
+from pathlib import Path
+
 import pytest
 
-from edgecdn.config import CacheConfig, TtlRule
+from edgecdn.config import CacheConfig, TtlRule, load_config
+from edgecdn.errors import ConfigError
 from edgecdn.http.ranges import ByteRange, FullBody, Unsatisfiable
 from edgecdn.policy.admit import Exchange, NotStorable, admit
 from edgecdn.policy.slice import (
@@ -220,3 +224,38 @@ def test_admit_206_only_for_slice_fills(is_slice: bool, want_stored: bool) -> No
     fields = (("Cache-Control", "max-age=60"), ("ETag", ETAG), ("Content-Range", "bytes 0-9/100"))
     verdict = admit(Exchange("/v", 206, fields, 0.0, 0.0, slice=is_slice), cfg=CacheConfig())
     assert (not isinstance(verdict, NotStorable)) is want_stored
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        pytest.param("", (2**20, ()), id="default-1mib-no-rule"),
+        pytest.param(
+            '[cache]\nslice_size = "4MiB"\n[[cache.rules]]\nprefix = "/v/"\nslice = true\n',
+            (4 * 2**20, (True,)),
+            id="size-and-rule",
+        ),
+    ],
+)
+def test_slice_config(tmp_path: Path, text: str, want: tuple[int, tuple[bool, ...]]) -> None:
+    path = tmp_path / "edge.toml"
+    path.write_text(text)
+    cfg = load_config(path).cache
+    assert (cfg.slice_size, tuple(r.slice for r in cfg.rules)) == want
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param('slice_size = "1KiB"', "cache.slice_size", id="slice-size-below-4kib"),
+        pytest.param('slice_size = "2GiB"', "cache.slice_size", id="slice-size-above-1gib"),
+        pytest.param(
+            '[[cache.rules]]\nprefix = "/"\nslice = "yes"', "cache.rules[0].slice", id="slice-not-bool"
+        ),
+    ],
+)
+def test_slice_config_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "edge.toml"
+    path.write_text("[cache]\n" + text + "\n")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path)

@@ -5,7 +5,6 @@ its slices with it (hard) or marks them stale (soft). Each test ends on what the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,30 +13,16 @@ from edgecdn.cache import purge, slices
 from edgecdn.cache.disk import SpooledBody, new_body_name
 from edgecdn.cache.entry import Entry
 from edgecdn.cache.store import Store
-from edgecdn.config import CacheConfig
-from edgecdn.metrics import Metrics
 from edgecdn.policy.slice import Representation
 from edgecdn.policy.stored import StoredResponse
+from tests.component.test_store import _close_stores, store_in
 
 PRIMARY = "/video/big.mp4"
 SIZE = 4096
+__all__ = ["_close_stores"]  # the autouse fixture that closes each test's stores
+
 REP = Representation('"v1"', 3 * SIZE, SIZE)
 OTHER = Representation('"v2"', 3 * SIZE, SIZE)
-
-_OPEN: list[Store] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_stores() -> Iterator[None]:
-    yield
-    while _OPEN:
-        _OPEN.pop().close()
-
-
-def store_in(tmp_path: Path) -> Store:
-    store = Store(CacheConfig(dir=str(tmp_path / "cache")), Metrics())
-    _OPEN.append(store)
-    return store
 
 
 async def put_slice(store: Store, index: int, rep: Representation = REP, tag: str = "t1") -> list[str]:

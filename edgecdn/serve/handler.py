@@ -114,7 +114,7 @@ class Handler:
         )
         if request.method not in ("GET", "HEAD"):
             return await self.pass_through(request, primary, PassReason.METHOD)
-        if (sliced := await self.slicer.serve(request, primary, facts)) is not None:
+        if self.slicer.enabled and (sliced := await self.slicer.serve(request, primary, facts)) is not None:
             return sliced
         for _ in range(MAX_VARY_RETRIES + 1):
             found = await self.lookup(request, primary)

@@ -170,12 +170,12 @@ async def test_purge_while_slices_are_stored_makes_the_next_range_a_miss(stack: 
 
 
 async def test_an_object_the_origin_will_not_slice_takes_the_ordinary_path(stack: Stack) -> None:
-    origin, edge, _ = stack
+    origin, edge, admin = stack
     size = 2 * MIB
     path = f"/_test/blob/{size}?t=weak"
     weak = {"X-Set-ETag": 'W/"weak"'}  # no strong validator: two ranges cannot be proven one object
     async with session() as s:
-        first = await get(s, edge.url + path, Range="bytes=10-19", **weak)
+        first = await stored_get(s, admin, edge.url + path, 1, Range="bytes=10-19", **weak)
         again = await get(s, edge.url + path, Range="bytes=10-19", **weak)
     for got in (first, again):
         assert (got.status, got.body) == (206, blob_bytes(size, "1", 10, 20))

@@ -339,10 +339,10 @@ class Coalescer:
         ranged = tuple((n, v) for n, v in req.headers if n.lower() in ("range", "if-range"))
         ranged = base + ranged if any(n.lower() == "range" for n, _ in ranged) else ()
         headers = base
-        if req.slice is not None:
-            headers, ranged = base + slice_fields(req.slice), ()
-        elif req.revalidate is not None:
+        if req.revalidate is not None:
             headers += tuple(conditional_headers(req.revalidate.stored).items())
+        if req.slice is not None:  # a stale slice is revalidated: If-None-Match goes before If-Range
+            headers, ranged = headers + slice_fields(req.slice), ()
         elif ranged and self.is_hit_for_miss(req.primary, now=clock.now()):
             headers = ranged
         request_time = clock.now()

@@ -63,6 +63,7 @@ class Source:
     entry: Entry
     rep: Representation
     hit: bool
+    revalidated: bool = False  # stale, and the origin said 304 to it
     file: IO[bytes] | None = None
     fill: Fill | None = None
     flight: Flight | None = None
@@ -167,7 +168,7 @@ class Slicer:
             needed = slices_for(span, rep.slice_size)
             listed = record.body_of if record is not None else lambda _: None
             hit = got.hit and all(i == got.index or listed(i) for i in needed)
-            _mark(headers, hit, ttl=ttl_left(stored, float(headers["Age"])))
+            _mark(headers, hit, got.revalidated, ttl=ttl_left(stored, float(headers["Age"])))
             pre = respond.precondition(request, replace(stored, status=200))
             if pre is not Precondition.PROCEED:
                 return respond.not_modified(headers, pre)
@@ -220,23 +221,46 @@ class Slicer:
     ) -> Fetched:
         """Slice `index`: stored and fresh, else from its (coalesced) fill."""
         found = await self.store.blocking(slices.open_slice, self.store.disk, primary, index)
+        stale: tuple[Entry, IO[bytes]] | None = None
         if found is not None:
             stored_rep, entry, file = found
-            fresh = isinstance(decide(facts, entry.stored, now=clock.now()), Fresh)
-            if fresh and (rep is None or stored_rep == rep):
-                return Source(index, entry, stored_rep, hit=True, file=file)
-            await asyncio.to_thread(file.close)
+            if rep is None or stored_rep == rep:
+                if isinstance(decide(facts, entry.stored, now=clock.now()), Fresh):
+                    return Source(index, entry, stored_rep, hit=True, file=file)
+                rep, stale = stored_rep, (entry, file)  # revalidated, not fetched again, when unchanged
+            else:
+                await asyncio.to_thread(file.close)
+        got: Fetched | None = None
+        try:
+            got = await self._fill(request, primary, index, rep, size, stale, shed_ok=shed_ok)
+        finally:
+            if stale is not None and not (isinstance(got, Source) and got.file is stale[1]):
+                await asyncio.to_thread(stale[1].close)
+        return got
+
+    async def _fill(
+        self,
+        request: web.BaseRequest,
+        primary: str,
+        index: int,
+        rep: Representation | None,
+        size: int,
+        stale: tuple[Entry, IO[bytes]] | None,
+        *,
+        shed_ok: bool,
+    ) -> Fetched:
+        """Slice `index` through its (coalesced) fill, or a 304 that keeps the stale one."""
         key = slices.slice_key(primary, index)
         if shed_ok and (busy := shed.refuse(self.cfg.shed, self.coalescer, self.metrics, key)) is not None:
             return busy
-        ask = SliceAsk(index, size, expect=rep)
         fill_request = FillRequest(
             primary=primary,
             target=request.raw_path,
             path=request.path,
             headers=tuple(request.headers.items()),
             client_ip=request.remote,
-            slice=ask,
+            revalidate=stale[0] if stale is not None else None,
+            slice=SliceAsk(index, size, expect=rep),
         )
         flight, owner = self.coalescer.join(key, fill_request)
         try:
@@ -257,7 +281,18 @@ class Slicer:
             case Uncacheable() as refused:
                 flight.leave()
                 return refused
-            case Storing() | Revalidated():
+            case Revalidated(entry=entry) if stale is not None and rep is not None:
+                flight.leave()
+                return Source(index, entry, rep, hit=False, revalidated=True, file=stale[1])
+            case Revalidated():  # joined another request's revalidation: the slice is stored again
+                flight.leave()
+                found = await self.store.blocking(slices.open_slice, self.store.disk, primary, index)
+                if found is not None and found[0] == (rep or found[0]):
+                    return Source(index, found[1], found[0], hit=False, revalidated=True, file=found[2])
+                if found is not None:
+                    await asyncio.to_thread(found[2].close)
+                return OriginError("slice revalidated meanwhile, then gone")
+            case Storing():
                 flight.leave()
                 return OriginError("slice fill gave no part")
 
@@ -279,10 +314,15 @@ class Slicer:
         log.info("%s: %d slices of an older representation dropped", primary, len(dropped))
 
 
-def _mark(headers: CIMultiDict[str], hit: bool, *, ttl: float) -> None:
+def _mark(headers: CIMultiDict[str], hit: bool, revalidated: bool = False, *, ttl: float) -> None:
     if hit:
         headers["X-Cache"] = CacheStatus.HIT.value
         headers["Cache-Status"] = cache_status_field(CacheStatus.HIT, ttl=ttl, detail="slices")
+    elif revalidated:
+        headers["X-Cache"] = CacheStatus.REVALIDATED.value
+        headers["Cache-Status"] = cache_status_field(
+            CacheStatus.REVALIDATED, fwd="stale", fwd_status=304, detail="slices"
+        )
     else:
         headers["X-Cache"] = CacheStatus.MISS.value
         headers["Cache-Status"] = cache_status_field(

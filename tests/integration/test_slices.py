@@ -152,21 +152,31 @@ async def test_a_changed_validator_drops_every_stored_slice(stack: Stack) -> Non
     ]
 
 
-@pytest.mark.parametrize("soft", [False, True], ids=["hard-purge", "soft-purge"])
-async def test_purge_while_slices_are_stored_makes_the_next_range_a_miss(stack: Stack, soft: bool) -> None:
+@pytest.mark.parametrize(
+    ("soft", "after", "validator"),
+    [(False, "MISS", None), (True, "REVALIDATED", blob_etag(5 * MIB, "1"))],
+    ids=["hard-purge-refetches", "soft-purge-revalidates"],
+)
+async def test_purge_while_slices_are_stored_is_never_answered_from_the_old_slice(
+    stack: Stack, soft: bool, after: str, validator: str | None
+) -> None:
     origin, edge, admin = stack
     size = 5 * MIB
     path = f"/_test/blob/{size}?t=purge-{soft}"
+    asked = {"Range": f"bytes={2 * MIB}-{2 * MIB + 99}"}
     async with session() as s:
         got: list[Got] = []
-        got.append(await stored_get(s, admin, edge.url + path, 1, Range=f"bytes={2 * MIB}-{2 * MIB + 99}"))
-        got.append(await get(s, edge.url + path, Range=f"bytes={2 * MIB}-{2 * MIB + 99}"))
+        got.append(await stored_get(s, admin, edge.url + path, 1, **asked))
+        got.append(await get(s, edge.url + path, **asked))
         result = await purge(s, admin, urls=[path], soft=soft)
-        got.append(await get(s, edge.url + path, Range=f"bytes={2 * MIB}-{2 * MIB + 99}"))
-    assert [g.x_cache for g in got] == ["MISS", "HIT", "MISS"]
+        got.append(await get(s, edge.url + path, **asked))
+        got.append(await get(s, edge.url + path, **asked))
+    assert [g.x_cache for g in got] == ["MISS", "HIT", after, "HIT"]
     assert {g.body for g in got} == {blob_bytes(size, "1", 2 * MIB, 2 * MIB + 100)}
     assert result["purged"] == {"urls": 1, "prefixes": 0, "tags": 0, "in_flight": 0}
-    assert origin.hits(path) == 2
+    # The slice asked again after the purge: whole after a hard one, conditionally after a soft one.
+    seen = [r["headers"].get("If-None-Match") for r in origin.requests(path)]
+    assert seen == [None, validator]
 
 
 async def test_an_object_the_origin_will_not_slice_takes_the_ordinary_path(stack: Stack) -> None:

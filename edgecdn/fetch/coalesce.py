@@ -335,7 +335,7 @@ class Coalescer:
     async def _fetch(self, flight: Flight, req: FillRequest) -> None:
         base = upstream_headers(req.headers, client_ip=req.client_ip, allow=self.allow)
         # The client's own range: asked for when the object is known not to be kept (too large, or
-        # uncacheable), so a few bytes of it never pull the whole body (slicing is not done here).
+        # uncacheable), so a few bytes of it never pull the whole body (sliced paths ask by req.slice).
         ranged = tuple((n, v) for n, v in req.headers if n.lower() in ("range", "if-range"))
         ranged = base + ranged if any(n.lower() == "range" for n, _ in ranged) else ()
         headers = base
@@ -343,7 +343,7 @@ class Coalescer:
             headers += tuple(conditional_headers(req.revalidate.stored).items())
         if req.slice is not None:  # a stale slice is revalidated: If-None-Match goes before If-Range
             headers, ranged = headers + slice_fields(req.slice), ()
-        elif ranged and self.is_hit_for_miss(req.primary, now=clock.now()):
+        elif ranged and req.revalidate is None and self.is_hit_for_miss(req.primary, now=clock.now()):
             headers = ranged
         request_time = clock.now()
         try:

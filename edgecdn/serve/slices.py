@@ -43,6 +43,7 @@ from edgecdn.policy.slice import (
     within,
 )
 from edgecdn.policy.status import CacheStatus, cache_status_field
+from edgecdn.policy.stored import StoredResponse
 from edgecdn.serve import respond, shed
 
 log = logging.getLogger("edgecdn.slices")
@@ -142,56 +143,58 @@ class Slicer:
             got = await self._slice(request, primary, facts, first, rep, size, shed_ok=True)
         if not isinstance(got, Source):
             return self._not_served(primary, got)
-        src: Source | None = got
+        sources = [got]  # the one open at a time, closed however the answer ends
         try:
             if record is not None and got.rep != record.representation:
                 raise _Changed(primary)
-            rep = got.rep
             stored = got.entry.stored
             if not if_range_matches(
-                request.headers.get("If-Range"), etag=rep.etag, last_modified=stored.last_modified
+                request.headers.get("If-Range"), etag=got.rep.etag, last_modified=stored.last_modified
             ):
                 range_field = None
-            span = plan_span(range_field, rep.length)
-            headers = respond.base_headers(
-                tuple((n, v) for n, v in respond.client_fields(stored) if n.lower() != "content-range"),
-                age=current_age(stored.initial_age, stored.response_time, now=clock.now()),
-                status=CacheStatus.MISS,
-                cache_status="",
-            )
-            headers["Accept-Ranges"] = "bytes"
+            span = plan_span(range_field, got.rep.length)
+            headers = _representation_headers(stored)
             if isinstance(span, Unsatisfiable):
-                return _unsatisfiable(headers, rep, got.hit)
+                return _unsatisfiable(headers, got.rep, got.hit)
             whole = isinstance(span, FullBody)
             if isinstance(span, FullBody):
-                span = ByteRange(0, rep.length - 1)
-            needed = slices_for(span, rep.slice_size)
+                span = ByteRange(0, got.rep.length - 1)
             listed = record.body_of if record is not None else lambda _: None
-            hit = got.hit and all(i == got.index or listed(i) for i in needed)
+            hit = got.hit and all(i == got.index or listed(i) for i in slices_for(span, got.rep.slice_size))
             _mark(headers, hit, got.revalidated, ttl=ttl_left(stored, float(headers["Age"])))
             pre = respond.precondition(request, replace(stored, status=200))
             if pre is not Precondition.PROCEED:
                 return respond.not_modified(headers, pre)
             if not whole:
-                headers["Content-Range"] = span.content_range(rep.length)
+                headers["Content-Range"] = span.content_range(got.rep.length)
             headers["Content-Length"] = str(span.length)
             resp = web.StreamResponse(status=200 if whole else 206, headers=headers)
             await resp.prepare(request)
-            if request.method == "HEAD":
-                await resp.write_eof()
-                return resp
-            for index in needed:
-                if src is None or src.index != index:
-                    if src is not None:
-                        await src.close()
-                    src = await self._next(request, primary, facts, index, rep)
-                offset, count = within(index, span, rep.slice_size)
-                await src.copy(resp, offset, count)
+            if request.method != "HEAD":
+                await self._stream(request, resp, primary, facts, span, sources)
             await resp.write_eof()
             return resp
         finally:
-            if src is not None:
+            for src in sources:
                 await src.close()
+
+    async def _stream(
+        self,
+        request: web.BaseRequest,
+        resp: web.StreamResponse,
+        primary: str,
+        facts: RequestFacts,
+        span: ByteRange,
+        sources: list[Source],
+    ) -> None:
+        """The bytes of `span`, slice after slice, from `sources[0]` on; one slice open at a time."""
+        rep = sources[0].rep
+        for index in slices_for(span, rep.slice_size):
+            if sources[-1].index != index:
+                await sources.pop().close()
+                sources.append(await self._next(request, primary, facts, index, rep))
+            offset, count = within(index, span, rep.slice_size)
+            await sources[-1].copy(resp, offset, count)
 
     async def _next(
         self, request: web.BaseRequest, primary: str, facts: RequestFacts, index: int, rep: Representation
@@ -312,6 +315,15 @@ class Slicer:
     async def _drop(self, primary: str) -> None:
         dropped = await self.store.blocking(slices.drop, self.store.disk, primary)
         log.info("%s: %d slices of an older representation dropped", primary, len(dropped))
+
+
+def _representation_headers(stored: StoredResponse) -> CIMultiDict[str]:
+    """The stored slice's fields, less its own Content-Range, plus Age (the MISS marks are replaced)."""
+    fields = tuple((n, v) for n, v in respond.client_fields(stored) if n.lower() != "content-range")
+    age = current_age(stored.initial_age, stored.response_time, now=clock.now())
+    headers = respond.base_headers(fields, age=age, status=CacheStatus.MISS, cache_status="")
+    headers["Accept-Ranges"] = "bytes"
+    return headers
 
 
 def _mark(headers: CIMultiDict[str], hit: bool, revalidated: bool = False, *, ttl: float) -> None:

@@ -272,8 +272,9 @@ class Slicer:
             flight.leave()
             raise
         match head:
-            case Storing(entry=entry, fill=fill) if flight.part is not None:
-                hit = fill.complete and not owner  # the whole slice is in: as good as a stored one
+            case Storing(entry=entry, fill=fill, length=length) if flight.part is not None:
+                arrived = fill.complete or (length is not None and fill.received >= length)
+                hit = arrived and not owner  # the whole slice is in: as good as a stored one
                 return Source(index, entry, flight.part.representation, hit=hit, fill=fill, flight=flight)
             case Uncacheable(reason=Refused.CHANGED) if rep is not None:
                 flight.leave()

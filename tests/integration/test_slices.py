@@ -192,3 +192,34 @@ async def test_an_object_the_origin_will_not_slice_takes_the_ordinary_path(stack
     assert (first.x_cache, again.x_cache) == ("MISS", "HIT")
     # One refused slice request (aborted), then the ordinary fill; the hit asks nothing more.
     assert ranges_seen(origin, path) == [(f"bytes=0-{MIB - 1}", None), (None, None)]
+
+
+async def test_head_conditionals_and_several_ranges_on_a_sliced_object(stack: Stack) -> None:
+    origin, edge, admin = stack
+    size = 3 * MIB
+    path = f"/_test/blob/{size}?t=details"
+    etag = blob_etag(size, "1")
+    async with session() as s:
+        await stored_get(s, admin, edge.url + path, 1, Range="bytes=0-0")  # slice 0 stored by now
+        async with s.head(edge.url + path) as r:
+            head = (
+                r.status,
+                r.headers["Content-Length"],
+                r.headers["ETag"],
+                r.headers["X-Cache"],
+                await r.read(),
+            )
+        not_modified = await get(s, edge.url + path, **{"If-None-Match": etag})
+        several = await get(s, edge.url + path, Range=f"bytes=0-0,{2 * MIB}-{2 * MIB + 1}")
+        stale_if_range = await get(s, edge.url + path, Range="bytes=0-0", **{"If-Range": '"other"'})
+    assert head == (200, str(size), etag, "MISS", b"")  # the length is known, slices 1 and 2 are not
+    assert (not_modified.status, not_modified.body) == (304, b"")
+    # RFC 9110 §14.2: several ranges are sent as the one range that spans them.
+    assert several.status == 206
+    assert several.headers["Content-Range"] == f"bytes 0-{2 * MIB + 1}/{size}"
+    assert several.body == blob_bytes(size, "1", 0, 2 * MIB + 2)
+    # RFC 9110 §13.1.5: an If-Range that names another representation gets the whole object.
+    assert (stale_if_range.status, stale_if_range.body) == (200, blob_bytes(size, "1"))
+    assert sorted(r for r, _ in ranges_seen(origin, path)) == [
+        f"bytes={i * MIB}-{(i + 1) * MIB - 1}" for i in range(3)
+    ]

@@ -75,10 +75,6 @@ def slicing_applies(path: str, cfg: CacheConfig) -> bool:
     return rule is not None and rule.slice
 
 
-def slice_count(rep: Representation) -> int:
-    return -(-rep.length // rep.slice_size)
-
-
 def first_slice(range_field: str | None, slice_size: int) -> int:
     """The slice to fetch first, before the length is known: the one holding the first byte asked.
 

@@ -118,6 +118,8 @@ class TtlRule:
     # Spread of the stored lifetime, e.g. 0.1: ±10 %, fixed per path, so objects warmed together
     # do not all expire in the same second (policy/ttl_jitter.py).
     ttl_jitter: float = field(default=0.0, metadata={"min": 0.0, "max": 0.5})
+    # Keep matching objects as cache.slice_size ranges fetched on demand (policy/slice.py).
+    slice: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,8 @@ class CacheConfig:
     # Responses with Set-Cookie: "pass" (never stored), "strip" (stored and served without Set-Cookie),
     # "store" (stored and served with it, as RFC 9111 §3 allows a shared cache). Rules may override it.
     set_cookie: str = field(default="pass", metadata={"choices": SET_COOKIE_MODES})
+    # Paths whose rule says `slice = true` are fetched and stored as ranges of this size (nginx slice).
+    slice_size: int = field(default=2**20, metadata={"parse": parse_size, "min": 4096, "max": 2**30})
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from edgecdn.cache import slices
 from edgecdn.cache.disk import DiskTier
 from edgecdn.cache.entry import Entry, VaryMarker
 from edgecdn.cache.memory import MemoryObject
@@ -58,7 +59,7 @@ async def apply(store: Store, matched: Matched, *, soft: bool) -> None:
 def _find_disk(disk: DiskTier, urls: tuple[str, ...], scan: bool) -> tuple[list[Entry], list[Entry]]:
     by_url: list[Entry] = []
     for url in urls:
-        by_url += _entries_of(disk, url)
+        by_url += _entries_of(disk, url) + slices.entries(disk, url)
     scanned: list[Entry] = []
     if scan:
         entry_keys = disk.keys()  # one walk of the index, then one read per entry

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import IO, ParamSpec, TypeVar
 
+from edgecdn.cache import slices
 from edgecdn.cache.disk import DiskTier, SpooledBody, storage_error
 from edgecdn.cache.entry import Entry, VaryMarker
 from edgecdn.cache.faults import Faults
@@ -257,6 +258,7 @@ class Store:
             for key in old.variants:
                 if self.disk.delete(key) is not None:
                     keys.append(key)
+        keys += slices.drop(self.disk, primary)  # the object's slices go with it (cache/slices.py)
         return keys
 
     def entry_keys(self) -> Iterable[str]:

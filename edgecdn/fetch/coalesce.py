@@ -18,7 +18,8 @@ import xxhash
 from multidict import CIMultiDict
 
 from edgecdn import clock
-from edgecdn.cache.disk import new_body_name
+from edgecdn.cache import slices
+from edgecdn.cache.disk import SpooledBody, new_body_name
 from edgecdn.cache.entry import Entry
 from edgecdn.cache.fill import Fill
 from edgecdn.cache.store import Store
@@ -40,6 +41,7 @@ from edgecdn.policy import immutable
 from edgecdn.policy.admit import REQUEST_SHAPED, Exchange, NotStorable, admit
 from edgecdn.policy.key import variant_key
 from edgecdn.policy.revalidate import conditional_headers, merge_304, validators_match
+from edgecdn.policy.slice import Part, Refused, SliceAsk, check_part
 
 log = logging.getLogger("edgecdn.fill")
 
@@ -59,6 +61,7 @@ class FillRequest:
     client_ip: str | None
     revalidate: Entry | None = None  # the stored entry, when this is a revalidation
     expect_hash: str | None = None  # a versioned URL's xxh3-64: the body is verified, then immutable
+    slice: SliceAsk | None = None  # a slice fill (serve/slices.py): its key is the slice's key
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +84,7 @@ class Revalidated:
 class Uncacheable:
     """Not storable. The flight's owner claims the live response; other waiters go to the origin."""
 
-    reason: NotStorable
+    reason: NotStorable | Refused
     status: int
 
 
@@ -102,6 +105,7 @@ class Flight:
         self.writing: asyncio.Future[None] | None = None  # set while a store write is under way
         self.head: asyncio.Future[FlightHead] = asyncio.get_running_loop().create_future()
         self.fill: Fill | None = None
+        self.part: Part | None = None  # a slice fill's accepted part, stored with its record
         self._early_readers = 0  # waiters that joined before the fill existed
         self._response: OriginResponse | None = None
 
@@ -331,13 +335,15 @@ class Coalescer:
     async def _fetch(self, flight: Flight, req: FillRequest) -> None:
         base = upstream_headers(req.headers, client_ip=req.client_ip, allow=self.allow)
         # The client's own range: asked for when the object is known not to be kept (too large, or
-        # uncacheable), so a few bytes of it never pull the whole body (slicing is not done here).
+        # uncacheable), so a few bytes of it never pull the whole body (sliced paths ask by req.slice).
         ranged = tuple((n, v) for n, v in req.headers if n.lower() in ("range", "if-range"))
         ranged = base + ranged if any(n.lower() == "range" for n, _ in ranged) else ()
         headers = base
         if req.revalidate is not None:
             headers += tuple(conditional_headers(req.revalidate.stored).items())
-        elif ranged and self.is_hit_for_miss(req.primary, now=clock.now()):
+        if req.slice is not None:  # a stale slice is revalidated: If-None-Match goes before If-Range
+            headers, ranged = headers + slice_fields(req.slice), ()
+        elif ranged and req.revalidate is None and self.is_hit_for_miss(req.primary, now=clock.now()):
             headers = ranged
         request_time = clock.now()
         try:
@@ -392,13 +398,32 @@ class Coalescer:
             resp.release()
             self._settle(flight, Failed(status_error(resp.status)))
             return
+        if req.slice is not None:
+            part = check_part(req.slice, resp.status, resp.headers)
+            if isinstance(part, Refused):
+                resp.abort()  # a 200 here may be the whole object: not a byte more of it
+                self._settle(flight, Uncacheable(part, resp.status))
+                return
+            flight.part = part
         has_auth = any(n.lower() == "authorization" for n, _ in req.headers)
         versioned = req.expect_hash is not None and resp.status == 200
         fields = immutable.immutable_headers(resp.headers) if versioned else resp.headers
         verdict = admit(
-            Exchange(req.path, resp.status, fields, request_time, response_time, has_auth),
+            Exchange(
+                req.path,
+                resp.status,
+                fields,
+                request_time,
+                response_time,
+                has_auth,
+                slice=req.slice is not None,
+            ),
             cfg=self.cfg.cache,
         )
+        if req.slice is not None and not isinstance(verdict, NotStorable) and verdict.vary:
+            resp.abort()
+            self._settle(flight, Uncacheable(Refused.VARY, resp.status))
+            return
         if versioned and not isinstance(verdict, NotStorable):
             verdict = immutable.pin(verdict)
         if isinstance(verdict, NotStorable) and resp.status >= 500 and resp.status not in REQUEST_SHAPED:
@@ -410,7 +435,9 @@ class Coalescer:
             self.metrics.fills.labels("uncacheable").inc()
             if not has_auth:  # an answer to Authorization says nothing of other requests' answers
                 self._mark_hit_for_miss(req.primary, response_time)
-            if verdict is NotStorable.TOO_LARGE and ranged:
+            if req.slice is not None:
+                resp.abort()  # the slice path passes the client's own request instead
+            elif verdict is NotStorable.TOO_LARGE and ranged:
                 resp.abort()  # the client wants a part of an object this edge will not keep: ask for it
                 try:
                     resp = await self._send(req, ranged)
@@ -427,7 +454,9 @@ class Coalescer:
             resp,
             base,
             Entry(
-                key=variant_key(req.primary, verdict.vary, CIMultiDict(req.headers)),
+                key=flight.key
+                if req.slice is not None
+                else variant_key(req.primary, verdict.vary, CIMultiDict(req.headers)),
                 primary=req.primary,
                 stored=verdict,
             ),
@@ -451,6 +480,8 @@ class Coalescer:
 
     def _body(self, req: FillRequest, resp: OriginResponse, headers: Headers) -> AsyncIterator[bytes]:
         """The origin body; one that breaks mid-way resumes from the next origin (fetch/resume.py)."""
+        if req.slice is not None:
+            return self.client.body(resp)  # a slice is asked again whole, never resumed
         want = ResumeTarget(req.primary, req.target, headers, req.client_ip, req.expect_hash is not None)
         return resumable_body(self.client, self.pool, want, resp)
 
@@ -506,7 +537,7 @@ class Coalescer:
                 self._settle(flight, Storing(entry, fill, length))
             entry = replace(entry, stored=replace(entry.stored, size=fill.received))
             small_done = fill.memory is not None and fill.received <= self.cfg.cache.max_object_size
-            if small_done and not flight.doomed:
+            if small_done and not flight.doomed and flight.part is None:
                 # Visible in memory before the next await, so no request falls between fill and store.
                 assert fill.memory is not None
                 self.store.remember(entry, bytes(fill.memory))
@@ -550,7 +581,10 @@ class Coalescer:
                 return
             writing = flight.writing = asyncio.get_running_loop().create_future()
             try:
-                await self.store.commit(entry, fill)
+                if flight.part is not None:
+                    await self._commit_slice(entry, fill, flight.part)
+                else:
+                    await self.store.commit(entry, fill)
             finally:
                 writing.set_result(None)
             self.metrics.fills.labels("stored").inc()
@@ -561,3 +595,21 @@ class Coalescer:
             self._unregister(flight)
             fill.end()
             fill.release()
+
+    async def _commit_slice(self, entry: Entry, fill: Fill, part: Part) -> None:
+        """A slice goes to the disk tier only, listed in its object's record (cache/slices.py)."""
+        body = SpooledBody(str(fill.path), fill.received)
+        dropped = await self.store.blocking(
+            slices.put, self.store.disk, entry, body, part.index, part.representation
+        )
+        fill.adopted = True
+        if dropped:
+            log.info("%s: %d slices of another representation dropped", entry.primary, len(dropped))
+
+
+def slice_fields(ask: SliceAsk) -> Headers:
+    """RFC 9110 §14.2, §13.1.5: one slice, and only of the representation the stored slices belong to."""
+    fields: Headers = (("Range", ask.range_field),)
+    if ask.expect is not None:
+        fields += (("If-Range", ask.expect.etag),)
+    return fields

@@ -57,6 +57,7 @@ class Exchange:
     response_time: float
     request_has_auth: bool = False
     request_no_store: bool = False
+    slice: bool = False  # a 206 to a slice request (policy/slice.py), already checked as one
 
 
 def admit(ex: Exchange, *, cfg: CacheConfig) -> StoredResponse | NotStorable:
@@ -84,7 +85,12 @@ def admit(ex: Exchange, *, cfg: CacheConfig) -> StoredResponse | NotStorable:
     if cookie and set_cookie_mode(ex.path, cfg) == "pass":
         return NotStorable.SET_COOKIE
     explicit = any(d in cc for d in ("max-age", "s-maxage", "public")) or bool(get_one(ex.headers, "expires"))
-    if ex.status in (206, 304) or ex.status < 200 or not (explicit or ex.status in HEURISTIC_STATUSES):
+    if (
+        (ex.status == 206 and not ex.slice)
+        or ex.status == 304
+        or ex.status < 200
+        or not (explicit or ex.status in HEURISTIC_STATUSES)
+    ):
         return NotStorable.STATUS
     vary = tuple(v.lower() for v in split_list(get_all(ex.headers, "vary")))
     if "*" in vary:

@@ -52,6 +52,7 @@ from edgecdn.policy.key import primary_key, variant_key
 from edgecdn.policy.status import CacheStatus, cache_status_field
 from edgecdn.serve import access, proxy, respond, shed
 from edgecdn.serve.request import Request
+from edgecdn.serve.slices import Slicer
 from edgecdn.serve.writer import ResponseWriter
 
 log = logging.getLogger("edgecdn.handler")
@@ -80,6 +81,7 @@ class Handler:
         self.versioned = configured_pattern(cfg.cache.versioned_pattern)
         self._counters: dict[str, Counter] = {}  # metric children by X-Cache value, looked up once
         self._hit_fields: dict[tuple[str, int], str] = {}
+        self.slicer = Slicer(cfg, store, coalescer, metrics)  # paths with `slice = true` (serve/slices.py)
 
     async def __call__(self, request: Request, out: ResponseWriter) -> None:
         try:
@@ -119,6 +121,10 @@ class Handler:
         )
         if request.method not in ("GET", "HEAD"):
             return await self.pass_through(request, out, primary, PassReason.METHOD)
+        if self.slicer.enabled:
+            sliced = await self.slicer.serve(request, out, primary, facts)
+            if sliced is not None:
+                return sliced
         for attempt in range(MAX_VARY_RETRIES + 1):
             found: Found | None = None
             if not attempt:  # the memory tier answers without awaiting anything

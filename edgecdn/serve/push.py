@@ -19,6 +19,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from edgecdn import clock
+from edgecdn.cache import slices
 from edgecdn.cache.disk import new_body_name
 from edgecdn.cache.entry import Entry
 from edgecdn.cache.fill import Fill
@@ -157,6 +158,7 @@ class Pusher:
             # A fill already running for this key would overwrite the push with what it fetched.
             await self.coalescer.purge(lambda primary, _tags: primary == key)
             await self.store.commit(entry, fill)
+            await self.store.blocking(slices.drop, self.store.disk, key)  # old slices never outlive a push
         except StorageError as e:
             raise AdminError(503, "push failed in the store", str(e)) from None
         self.metrics.pushes.labels("stored").inc()

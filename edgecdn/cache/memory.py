@@ -34,6 +34,7 @@ class MemoryTier:
         self.max_bytes = max_bytes
         self.max_object = max_object
         self.bytes = 0
+        self.evicted = 0  # items dropped to stay within max_bytes
         self._items: OrderedDict[str, MemoryObject | VaryMarker] = OrderedDict()
 
     def __len__(self) -> int:
@@ -57,6 +58,7 @@ class MemoryTier:
         while self.bytes > self.max_bytes and self._items:
             _, old = self._items.popitem(last=False)
             self.bytes -= self._cost(old)
+            self.evicted += 1
             _close(old, keep=None)
 
     def discard(self, key: str, *, keep: IO[bytes] | None = None) -> None:

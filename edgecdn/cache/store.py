@@ -269,6 +269,25 @@ class Store:
     async def disk_bytes(self) -> int:
         return await self.blocking(self.disk.volume)
 
+    async def usage(self) -> dict[str, dict[str, int]]:
+        """Per tier: items, bytes, limit and evicted (since start); the disk tier's in one thread hop."""
+        disk_items, disk_bytes = await self.blocking(lambda: (self.disk.count(), self.disk.volume()))
+        memory = self.memory
+        return {
+            "memory": {
+                "items": len(memory),
+                "bytes": memory.bytes,
+                "limit": memory.max_bytes,
+                "evicted": memory.evicted,
+            },
+            "disk": {
+                "items": disk_items,
+                "bytes": disk_bytes,
+                "limit": self.disk.max_bytes,
+                "evicted": self.disk.evicted,
+            },
+        }
+
     async def sweep(self) -> int:
         """Remove bodies a crash left half-written (never indexed, so never served)."""
         return await self.blocking(self.disk.sweep_tmp)

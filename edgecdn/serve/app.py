@@ -24,6 +24,7 @@ from edgecdn.serve.handler import Handler
 from edgecdn.serve.prefetch import Prefetcher
 from edgecdn.serve.purge import Purger
 from edgecdn.serve.push import Pusher
+from edgecdn.serve.stats import Stats
 
 log = logging.getLogger("edgecdn")
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf "%{X-Cache}o" "%{Cache-Status}o"'
@@ -42,6 +43,7 @@ class Edge:
         self.coalescer = Coalescer(self.store, self.client, self.pool, cfg, self.metrics)
         self.handler = Handler(cfg, self.store, self.client, self.pool, self.coalescer, self.metrics)
         self.purger = Purger(self.store, self.coalescer, self.metrics)
+        self.reporter = Stats(self.store, self.coalescer, self.pool, self.metrics)  # /_edge/stats
         self.pusher = Pusher(self.store, self.coalescer, self.metrics, cfg.cache)
         versioned = configured_pattern(cfg.cache.versioned_pattern)
         self.prefetcher = Prefetcher(cfg.prefetch, self.store, self.coalescer, versioned, self.metrics)
@@ -86,11 +88,8 @@ class Edge:
             body, status=200 if self.ready else 503, headers={"Cache-Control": "no-store"}
         )
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "memory": {"items": len(self.store.memory), "bytes": self.store.memory.bytes},
-            "fills_in_flight": self.coalescer.in_flight,
-        }
+    async def stats(self) -> dict[str, Any]:
+        return await self.reporter.snapshot()
 
 
 class EdgeRequestHandler(RequestHandler):

@@ -11,7 +11,6 @@ import logging
 from typing import assert_never
 
 from aiohttp import web
-from prometheus_client import Counter
 
 from edgecdn import clock
 from edgecdn.cache.entry import VaryMarker
@@ -51,7 +50,7 @@ from edgecdn.policy.freshness import current_age
 from edgecdn.policy.invalidate import invalidated_keys
 from edgecdn.policy.key import primary_key, variant_key
 from edgecdn.policy.status import CacheStatus, cache_status_field
-from edgecdn.serve import access, proxy, respond, shed
+from edgecdn.serve import access, observe, proxy, respond, shed
 
 log = logging.getLogger("edgecdn.handler")
 
@@ -77,25 +76,20 @@ class Handler:
         self.metrics = metrics
         pattern = cfg.cache.versioned_pattern
         self.versioned = None if pattern == "off" else VersionPattern(pattern or DEFAULT_REGEX)
-        self._counters: dict[str, Counter] = {}  # metric children by X-Cache value, looked up once
+        self.observe = observe.Observer(metrics)  # requests, bytes, latency: one call per request
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = clock.monotonic()
         try:
             resp = await self.handle(request)
         except ConnectionResetError:
             # The client went away mid-response; any fill it started carries on for the others.
-            self.count("ABORTED")
             if request.transport is not None:
                 request.transport.close()
-            return web.Response(status=499)  # nginx's "client closed request", for the access log
-        self.count(resp.headers.get("X-Cache", "NONE"))
+            # nginx's "client closed request", for the access log
+            resp = web.Response(status=499, headers={"X-Cache": "ABORTED"})
+        self.observe(request.method, resp, clock.monotonic() - started)
         return resp
-
-    def count(self, cache_status: str) -> None:
-        counter = self._counters.get(cache_status)
-        if counter is None:
-            counter = self._counters.setdefault(cache_status, self.metrics.requests.labels(cache_status))
-        counter.inc()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         admitted = access.check(request, self.cfg)

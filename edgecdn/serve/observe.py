@@ -1,0 +1,53 @@
+"""What each client request adds to the metrics: requests, bytes and latency by cache status.
+
+Rules of this file: one call per finished request (`Observer.__call__`), from wherever the serving path
+ends; the metric children for a (cache status, status class) pair are looked up once and kept, so the
+hot path costs one dict lookup and three increments.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import Counter, Histogram
+
+from edgecdn.metrics import Metrics
+
+_NO_BODY = frozenset({204, 304})
+
+
+def body_bytes(method: str, resp: web.StreamResponse) -> int:
+    """Body bytes a finished response sent: its length when it declares one, else what was written."""
+    if method == "HEAD" or resp.status in _NO_BODY:
+        return 0
+    if resp.content_length is not None:
+        return resp.content_length
+    return resp.body_length if resp.prepared else 0
+
+
+class Observer:
+    """Counts finished requests into the request, bytes and latency metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._children: dict[tuple[str, int], tuple[Counter, Counter, Histogram]] = {}
+
+    def __call__(self, method: str, resp: web.StreamResponse, seconds: float) -> None:
+        self.record(resp.headers.get("X-Cache", "NONE"), resp.status, body_bytes(method, resp), seconds)
+
+    def record(self, cache_status: str, status: int, bytes_sent: int, seconds: float) -> None:
+        pair = (cache_status, status // 100)
+        children = self._children.get(pair)
+        if children is None:
+            children = self._children.setdefault(pair, self._make(cache_status, status))
+        requests, sent, latency = children
+        requests.inc()
+        sent.inc(bytes_sent)
+        latency.observe(seconds)
+
+    def _make(self, cache_status: str, status: int) -> tuple[Counter, Counter, Histogram]:
+        m = self.metrics
+        return (
+            m.requests.labels(cache_status, f"{status // 100}xx"),
+            m.sent_bytes.labels(cache_status),
+            m.request_seconds.labels(cache_status),
+        )

@@ -18,6 +18,7 @@ import os
 import secrets
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -35,6 +36,9 @@ log = logging.getLogger("edgecdn.storage")
 _MODE_BINARY = 2  # diskcache's mode for values kept as files
 SIZE_MISMATCH = "size-mismatch"
 _FAILURES = (OSError, sqlite3.Error, diskcache.Timeout)
+# Each thread that touches the index holds its own SQLite connection, each with its own page cache: bounded
+# here (4 MiB each), and no mmap of the index, so the edge's memory does not grow with the index's size.
+SQLITE_CACHE_PAGES = 1024
 
 
 def storage_error(what: str, e: BaseException) -> StorageError:
@@ -160,6 +164,8 @@ class DiskTier:
             cull_limit=0,  # put() culls itself, to count what it evicted
             disk=_BodyDisk,
             statistics=False,
+            sqlite_cache_size=SQLITE_CACHE_PAGES,
+            sqlite_mmap_size=0,
         )
 
     def _connect(self) -> sqlite3.Connection:
@@ -266,6 +272,15 @@ class DiskTier:
             self.delete(key)
         self.index.set(_meta(entry.primary), to_record(VaryMarker(entry.stored.vary, kept)))
         return evicted
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Several writes as one index transaction (the writes inside join it, and commit together)."""
+        try:
+            with self.index.transact():
+                yield
+        except _FAILURES as e:
+            raise storage_error("index transaction failed", e) from e
 
     def delete(self, key: str) -> Entry | VaryMarker | None:
         """Remove one record (and its body); returns what was there."""

@@ -57,8 +57,7 @@ async def apply(store: Store, matched: Matched, *, soft: bool) -> None:
             if not entry.stored.invalidated:
                 await store.update(entry, replace(entry.stored, invalidated=True))
         return
-    for primary in {e.primary for e in entries.values()}:
-        await store.remove(primary)
+    await store.remove_many({e.primary for e in entries.values()})
 
 
 def _find_disk(

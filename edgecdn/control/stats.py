@@ -52,9 +52,10 @@ def stats_table(results: list[admin_client.EdgeResult]) -> Table:
 
 def row(body: dict[str, Any]) -> tuple[str, ...]:
     """The cells of one edge's stats; a field the edge did not send is shown as '?'."""
-    store = body.get("store") if isinstance(body.get("store"), dict) else {}
-    requests = body.get("requests") if isinstance(body.get("requests"), dict) else {}
-    origins = body.get("origins") if isinstance(body.get("origins"), list) else []
+    store = _dict(body.get("store"))
+    requests = _dict(body.get("requests"))
+    origins = body.get("origins")
+    origins = origins if isinstance(origins, list) else []
     ratio = body.get("hit_ratio")
     up = sum(1 for o in origins if isinstance(o, dict) and o.get("state") == "up")
     return (
@@ -67,6 +68,10 @@ def row(body: dict[str, Any]) -> tuple[str, ...]:
         str(body.get("fills_in_flight", "?")),
         f"{up}/{len(origins)}",
     )
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _tier(usage: object) -> str:

@@ -6,7 +6,6 @@ Every test ends on counts: records read, entries the index counts, evictions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,26 +16,9 @@ from edgecdn.cache import purge as store_purge
 from edgecdn.cache.disk import DiskTier, SpooledBody, new_body_name
 from edgecdn.cache.entry import Entry, VaryMarker
 from edgecdn.cache.memory import MemoryObject
-from edgecdn.cache.store import Store
-from edgecdn.config import CacheConfig
-from edgecdn.metrics import Metrics
 from edgecdn.policy.key import variant_key
 from edgecdn.policy.stored import StoredResponse
-
-_OPEN: list[Store] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_stores() -> Iterator[None]:
-    yield
-    while _OPEN:
-        _OPEN.pop().close()
-
-
-def store_in(tmp_path: Path, **cfg: object) -> Store:
-    store = Store(CacheConfig(dir=str(tmp_path / "cache"), **cfg), Metrics())  # type: ignore[arg-type]
-    _OPEN.append(store)
-    return store
+from tests.component.test_store import _close_stores, store_in  # noqa: F401 - the fixture closes the stores
 
 
 def entry(key: str, *, tags: tuple[str, ...] = (), vary: tuple[str, ...] = (), primary: str = "") -> Entry:

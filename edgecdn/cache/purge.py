@@ -2,7 +2,8 @@
 
 Rules of this file: disk index reads run in a thread; a prefix is one range of the key index and a tag a
 lookup in the tag table (disk.py), so a purge costs in proportion to what it matches, not to the index.
-The memory tier (bounded, no I/O) is scanned: it may hold an object the disk tier has already evicted.
+The memory tier (which may hold an object the disk tier already evicted) is asked the same way, through its
+own sorted keys and tag sets: no walk of either tier.
 Callers doom in-flight fills first (Coalescer.purge), so nothing matched here is written back afterwards.
 """
 
@@ -13,7 +14,6 @@ from dataclasses import dataclass, replace
 
 from edgecdn.cache.disk import DiskTier
 from edgecdn.cache.entry import Entry, VaryMarker
-from edgecdn.cache.memory import MemoryObject
 from edgecdn.cache.store import Store
 
 
@@ -33,19 +33,12 @@ async def find(store: Store, urls: Iterable[str], prefixes: Iterable[str], tags:
     """Entries under these primary keys, under keys starting with a prefix, or carrying a tag."""
     urls, prefixes, tag_tuple = tuple(urls), tuple(prefixes), tuple(sorted(set(tags)))
     by_url, by_prefix, by_tag = await store.blocking(_find_disk, store.disk, urls, prefixes, tag_tuple)
-    tag_set = frozenset(tag_tuple)
-    memory_keys = store.memory.keys()  # a copy: MemoryTier is no mapping
-    for key in memory_keys:
-        item = store.memory.peek(key)
-        if not isinstance(item, MemoryObject):
-            continue
-        e = item.entry
-        if e.primary in urls:
-            by_url.append(e)
-        if prefixes and e.primary.startswith(prefixes):
-            by_prefix.append(e)
-        if tag_set and not tag_set.isdisjoint(e.stored.tags):
-            by_tag.append(e)
+    memory = store.memory
+    by_url += [o.entry for url in urls for o in memory.objects_with_prefix(url) if o.entry.primary == url]
+    by_prefix += [
+        o.entry for p in prefixes for o in memory.objects_with_prefix(p) if o.entry.primary.startswith(p)
+    ]
+    by_tag += [o.entry for o in memory.objects_with_tags(frozenset(tag_tuple))]
     return Matched(urls=_unique(by_url), prefixes=_unique(by_prefix), tags=_unique(by_tag))
 
 

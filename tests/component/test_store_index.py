@@ -15,7 +15,7 @@ from multidict import CIMultiDict
 from edgecdn.cache import purge as store_purge
 from edgecdn.cache.disk import DiskTier, SpooledBody, new_body_name
 from edgecdn.cache.entry import Entry, VaryMarker
-from edgecdn.cache.memory import MemoryObject
+from edgecdn.cache.memory import MemoryObject, MemoryTier
 from edgecdn.policy.key import variant_key
 from edgecdn.policy.stored import StoredResponse
 from tests.component.test_store import _close_stores, store_in  # noqa: F401 - the fixture closes the stores
@@ -104,3 +104,25 @@ async def test_evictions_keep_the_tag_table_and_the_count_in_step(tmp_path: Path
     assert sorted(store.disk.keys_with_tags(("big",))) == sorted(left)  # evicted rows left the tag table
     assert usage["disk"]["evicted"] >= 40 - len(left)  # metadata and body records are counted apart
     assert usage["disk"]["bytes"] <= 1024 * 1024 + 256 * 1024
+
+
+def test_the_memory_tier_index_follows_puts_replacements_evictions_and_discards() -> None:
+    tier = MemoryTier(60 * MemoryTier.ITEM_COST, 1 << 20)  # room for fewer objects than are put
+    for i in range(200):
+        key = f"/m/{i % 7}/{i % 90}"
+        item = MemoryObject(entry(key, tags=(f"t{i % 5}",)), b"x" * (i % 3))
+        tier.put(key, item)  # replaces the object under a key already there, evicts the oldest
+        if i % 11 == 0:
+            tier.discard(f"/m/{(i + 3) % 7}/{(i + 1) % 90}")
+    tier.put("/m/1/marker", VaryMarker(("x-v",), ()))
+    keys = tier.keys()
+    held = {k: o for k in keys if isinstance(o := tier.peek(k), MemoryObject)}
+    assert tier.evicted > 0 and 0 < len(held) < 90
+    for prefix in ("/m/", "/m/1/", "/m/3/4", "/n/"):
+        assert {o.entry.key for o in tier.objects_with_prefix(prefix)} == {
+            k for k in held if k.startswith(prefix)
+        }
+    for tags in ({"t0"}, {"t1", "t4"}, {"none"}):
+        assert {o.entry.key for o in tier.objects_with_tags(frozenset(tags))} == {
+            k for k, o in held.items() if tags & set(o.entry.stored.tags)
+        }

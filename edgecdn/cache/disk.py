@@ -109,13 +109,17 @@ def _successor(prefix: bytes) -> bytes:
 
 
 # Kept by SQLite in the same transaction as diskcache's own writes, culls and deletes. An entry record
-# carries its tags as a JSON list in diskcache's `tag` column (a vary marker carries NULL).
+# carries its tags as a JSON list in diskcache's `tag` column (a vary marker carries NULL). Created in one
+# transaction; the entry count is taken (one scan) only when the table is new, never at every start.
 INDEX_SCHEMA = """
+BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS EdgeTag (tag TEXT NOT NULL, entry INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS EdgeTag_tag ON EdgeTag (tag);
 CREATE INDEX IF NOT EXISTS EdgeTag_entry ON EdgeTag (entry);
 CREATE TABLE IF NOT EXISTS EdgeCount (id INTEGER PRIMARY KEY CHECK (id = 0), entries INTEGER NOT NULL);
-INSERT OR IGNORE INTO EdgeCount SELECT 0, count(*) FROM Cache WHERE raw = 1 AND tag IS NOT NULL;
+INSERT INTO EdgeCount (id, entries)
+    SELECT 0, (SELECT count(*) FROM Cache WHERE raw = 1 AND tag IS NOT NULL)
+    WHERE NOT EXISTS (SELECT 1 FROM EdgeCount);
 CREATE TRIGGER IF NOT EXISTS EdgeTag_insert AFTER INSERT ON Cache WHEN NEW.raw = 1 AND NEW.tag IS NOT NULL
 BEGIN
     INSERT INTO EdgeTag (tag, entry) SELECT value, NEW.rowid FROM json_each(NEW.tag);
@@ -133,6 +137,7 @@ BEGIN
     DELETE FROM EdgeTag WHERE entry = OLD.rowid;
     UPDATE EdgeCount SET entries = entries - (OLD.tag IS NOT NULL) WHERE id = 0;
 END;
+COMMIT;
 """
 
 

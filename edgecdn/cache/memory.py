@@ -34,10 +34,11 @@ def _close(item: MemoryObject | VaryMarker, *, keep: IO[bytes] | None) -> None:
 class MemoryTier:
     """Objects and vary markers by key; `max_bytes` bounds the sum of body sizes plus a per-item cost."""
 
-    # Measured (loadtests/store_scale.py): an object with six short headers costs ~2.6 KB of the edge's
-    # anonymous memory besides its body (records, strings, dict slot, allocator slack); its key and header
-    # text are counted on top, so `max_bytes` bounds the tier's real footprint, not just its bodies.
-    ITEM_COST = 2048
+    # Measured (loadtests/store_scale.py): an object with a 22-byte key and six short headers (~200 bytes of
+    # text) costs 2.6-2.9 KB of the edge's anonymous memory besides its body (records, strings, dict slot,
+    # purge index, allocator slack). ITEM_COST plus its key and header text is what an item counts, so
+    # `max_bytes` bounds the tier's real footprint, not just its bodies.
+    ITEM_COST = 2560
 
     def __init__(self, max_bytes: int, max_object: int) -> None:
         self.max_bytes = max_bytes

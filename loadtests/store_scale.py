@@ -1,6 +1,6 @@
 """The store at scale: memory per cached object, prefix and tag purge cost, restart to first hit.
 
-    .venv/bin/python loadtests/store_scale.py --objects 100000 [--objects 1000000] [--hot 100000]
+    .venv/bin/python loadtests/store_scale.py --objects 100000 [--objects 1000000] [--hot 100000] [--keep DIR]
 
 For each size N it writes N entries straight into a fresh disk tier (in-process, batched transactions, as
 the edge would have stored them: realistic headers, one of 1000 tags each, keys /s/<group>/<i>.css with
@@ -226,8 +226,11 @@ def heap_per_object(cache: Path, n: int) -> float:
 async def measure(n: int, hot: int, body_bytes: int, root: Path, origin: str) -> None:
     key = generate_key("scale")
     cache = root / f"cache-{n}"
-    fill_s = populate(cache, n, body_bytes)
-    print(f"\n== {n} objects (bodies {body_bytes} B): populated in {fill_s:.1f} s")
+    if cache.exists():  # --keep: a directory an earlier run populated (less what its purges removed)
+        print(f"\n== {n} objects: reusing {cache}")
+    else:
+        fill_s = populate(cache, n, body_bytes)
+        print(f"\n== {n} objects (bodies {body_bytes} B): populated in {fill_s:.1f} s")
     print(f"python heap per memory-tier object (tracemalloc): {heap_per_object(cache, n):.0f} B")
     big = await hot_pass(origin, cache, n, hot, ("--memory-size", "8GiB", "--admin-key", key))
     edge = big.pop("edge")
@@ -260,10 +263,10 @@ async def measure(n: int, hot: int, body_bytes: int, root: Path, origin: str) ->
     )
 
 
-async def main_async(sizes: list[int], hot: int, body_bytes: int) -> None:
+async def main_async(sizes: list[int], hot: int, body_bytes: int, keep: Path | None) -> None:
     with tempfile.TemporaryDirectory(prefix="store-scale-") as tmp:
-        root = Path(tmp)
-        (root / "origin").mkdir()
+        root = keep or Path(tmp)
+        (root / "origin").mkdir(parents=True, exist_ok=True)
         origin = Proc("origin", "serve", str(root / "origin"), "--listen", "127.0.0.1:0")
         try:
             for n in sizes:
@@ -277,8 +280,9 @@ def main() -> None:
     p.add_argument("--objects", type=int, action="append", help="cache size to measure (repeatable)")
     p.add_argument("--hot", type=int, default=100_000, help="objects fetched into the memory tier")
     p.add_argument("--body-bytes", type=int, default=0, help="body size of each object (0: no body file)")
+    p.add_argument("--keep", type=Path, metavar="DIR", help="populate under DIR, keep it, reuse it")
     args = p.parse_args()
-    asyncio.run(main_async(args.objects or [100_000], args.hot, args.body_bytes))
+    asyncio.run(main_async(args.objects or [100_000], args.hot, args.body_bytes, args.keep))
 
 
 if __name__ == "__main__":

@@ -121,4 +121,4 @@ def test_metrics_pass_promtool_and_name_the_build(tmp_path: Path) -> None:
     assert "process_resident_memory_bytes" in text
     for series in ("edgecdn_request_seconds_bucket", "edgecdn_origin_request_seconds_bucket"):
         assert series in text
-    assert 'edgecdn_store_objects{tier="disk"} 1.0' in text
+    assert 'edgecdn_store_objects{tier="disk"}' in text

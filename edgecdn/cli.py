@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from edgecdn import config as config_mod
 from edgecdn.build_info import __version__
 from edgecdn.config import Config, load_config, validate
-from edgecdn.control import download, keygen, purge, signing, signurl, versioning, warmup
+from edgecdn.control import download, keygen, purge, signing, signurl, stats, versioning, warmup
 from edgecdn.errors import ConfigError, EdgeError, UsageError
 
 
@@ -192,6 +192,7 @@ COMMANDS: Sequence[Command] = (
     ("keygen", "print a new admin key KID:SECRET", keygen.add_arguments, keygen.run),
     ("sign-url", "print a signed client URL (access.paths signed rules)", signurl.add_arguments, signurl.run),
     ("purge", "purge URLs, prefixes or tags on many edges at once", purge.add_arguments, purge.run),
+    ("stats", "show /_edge/stats of many edges as one table", stats.add_arguments, stats.run),
     # Warm-up and jitter (issue 9).
     ("prefetch", "warm edges from a manifest, in staggered waves", warmup.add_arguments, warmup.run),
     (

@@ -8,6 +8,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     ProcessCollector,
     disable_created_metrics,
     generate_latest,
@@ -17,6 +18,11 @@ from edgecdn.build_info import __version__
 
 # A `_created` series per counter doubles the exposition and no dashboard reads it.
 disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+# Hits take well under a millisecond; misses and origin requests take tens of milliseconds to seconds.
+REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+ORIGIN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Metrics:
@@ -29,7 +35,10 @@ class Metrics:
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
         self.requests = Counter(
-            "edgecdn_requests", "Client requests by cache status", ["cache_status"], registry=r
+            "edgecdn_requests",
+            "Client requests by cache status and status class (2xx..5xx)",
+            ["cache_status", "status_class"],
+            registry=r,
         )
         self.origin_requests = Counter(
             "edgecdn_origin_requests",
@@ -47,7 +56,10 @@ class Metrics:
             registry=r,
         )
         self.origin_retries = Counter(
-            "edgecdn_origin_retries", "Requests moved to the next origin, by why", ["reason"], registry=r
+            "edgecdn_origin_retries",
+            "Requests moved from this origin to the next, by why",
+            ["origin", "reason"],
+            registry=r,
         )
         self.origin_probes = Counter(
             "edgecdn_origin_probes", "Active health checks by result", ["origin", "result"], registry=r
@@ -90,11 +102,19 @@ class Metrics:
             ["task"],
             registry=r,
         )
-        self.memory_bytes = Gauge("edgecdn_memory_tier_bytes", "Bytes in the memory tier", registry=r)
-        self.disk_bytes = Gauge("edgecdn_disk_tier_bytes", "Bytes in the disk tier", registry=r)
         self.flights = Gauge("edgecdn_fills_in_flight", "Fills running now", registry=r)
-        self.purges = Counter("edgecdn_purges", "Admin purge requests by kind", ["kind"], registry=r)
-        self.pushes = Counter("edgecdn_pushes", "Admin pushes by result", ["result"], registry=r)
+        self.purges = Counter(
+            "edgecdn_purge_requests",
+            "Purge requests answered by the admin API, by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.pushes = Counter(
+            "edgecdn_push_requests",
+            "Push requests answered by the admin API, by result",
+            ["result"],
+            registry=r,
+        )
         self.hash_mismatches = Counter(
             "edgecdn_versioned_hash_mismatches",
             "Fills of versioned URLs whose body did not hash to the name (not stored)",
@@ -114,6 +134,58 @@ class Metrics:
             "edgecdn_access_log_dropped",
             "Access log lines not written (full disk, closed stdout, writer behind)",
             registry=r,
+        )
+
+        # What an operator reads first (serve/observe.py, fetch/pool.py, serve/admin.py, cache/).
+        self.sent_bytes = Counter(
+            "edgecdn_sent_bytes", "Body bytes sent to clients, by cache status", ["cache_status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "edgecdn_request_seconds",
+            "Time from request head to the end of the response, by cache status (HIT and MISS apart)",
+            ["cache_status"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.origin_seconds = Histogram(
+            "edgecdn_origin_request_seconds",
+            "Time from sending a request to an origin to its response head, per origin",
+            ["origin"],
+            buckets=ORIGIN_BUCKETS,
+            registry=r,
+        )
+        self.origin_errors = Counter(
+            "edgecdn_origin_errors",
+            "Origin requests that failed (connect, timeout, body, status), per origin and error",
+            ["origin", "error"],
+            registry=r,
+        )
+        self.store_bytes = Gauge(
+            "edgecdn_store_bytes", "Bytes held by each store tier (memory, disk)", ["tier"], registry=r
+        )
+        self.store_objects = Gauge(
+            "edgecdn_store_objects", "Objects held by each store tier (memory, disk)", ["tier"], registry=r
+        )
+        self.store_limit_bytes = Gauge(
+            "edgecdn_store_limit_bytes", "Configured size limit of each store tier", ["tier"], registry=r
+        )
+        self.evictions = Counter(
+            "edgecdn_store_evictions",
+            "Records evicted to stay within a tier's size limit (disk: metadata and body records apart)",
+            ["tier"],
+            registry=r,
+        )
+        self.purged_objects = Counter(
+            "edgecdn_purged_objects",
+            "Objects removed or marked stale by purges (admin API and change-log catch-up), by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.follow_changes = Counter(
+            "edgecdn_follow_changes", "Origin change-log entries applied by catch-up", registry=r
+        )
+        self.worker_restarts = Counter(
+            "edgecdn_worker_restarts", "Workers the master restarted after they died", registry=r
         )
 
     def render(self) -> bytes:

@@ -3,16 +3,22 @@
 Rules of this file: every function here blocks (SQLite, files) and is called in a thread. A body becomes
 visible only when its record is written in the same transaction, so a crash never exposes a partial body.
 Every OSError, SQLite error or diskcache timeout leaves this file as a StorageError naming its cause.
+Entry records are keyed by their key's bytes (b"m" + key), so diskcache's own key index answers a prefix
+as a range; their tags ride in diskcache's tag column, and SQLite triggers (INDEX_SCHEMA) keep a tag
+table and an entry count in step inside every write, eviction and delete: no second index can drift.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import logging
 import os
 import secrets
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -30,6 +36,9 @@ log = logging.getLogger("edgecdn.storage")
 _MODE_BINARY = 2  # diskcache's mode for values kept as files
 SIZE_MISMATCH = "size-mismatch"
 _FAILURES = (OSError, sqlite3.Error, diskcache.Timeout)
+# Each thread that touches the index holds its own SQLite connection, each with its own page cache: bounded
+# here (4 MiB each), and no mmap of the index, so the edge's memory does not grow with the index's size.
+SQLITE_CACHE_PAGES = 1024
 
 
 def storage_error(what: str, e: BaseException) -> StorageError:
@@ -84,8 +93,52 @@ def body_file(body_name: str) -> str:
     return os.path.join(body_name[:2], body_name[2:4], body_name + ".val")
 
 
-def _meta(key: str) -> tuple[str, str]:
-    return ("m", key)
+def _meta(key: str) -> bytes:
+    """The index key of a record: raw bytes (not pickled), so keys sharing a prefix are neighbours."""
+    return b"m" + key.encode("utf-8", "surrogateescape")
+
+
+def _key_of(meta: bytes) -> str:
+    return meta[1:].decode("utf-8", "surrogateescape")
+
+
+def _successor(prefix: bytes) -> bytes:
+    """The least byte string greater than every string starting with `prefix` (which is not all 0xff)."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+# Kept by SQLite in the same transaction as diskcache's own writes, culls and deletes. An entry record
+# carries its tags as a JSON list in diskcache's `tag` column (a vary marker carries NULL). Created in one
+# transaction; the entry count is taken (one scan) only when the table is new, never at every start.
+INDEX_SCHEMA = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS EdgeTag (tag TEXT NOT NULL, entry INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS EdgeTag_tag ON EdgeTag (tag);
+CREATE INDEX IF NOT EXISTS EdgeTag_entry ON EdgeTag (entry);
+CREATE TABLE IF NOT EXISTS EdgeCount (id INTEGER PRIMARY KEY CHECK (id = 0), entries INTEGER NOT NULL);
+INSERT INTO EdgeCount (id, entries)
+    SELECT 0, (SELECT count(*) FROM Cache WHERE raw = 1 AND tag IS NOT NULL)
+    WHERE NOT EXISTS (SELECT 1 FROM EdgeCount);
+CREATE TRIGGER IF NOT EXISTS EdgeTag_insert AFTER INSERT ON Cache WHEN NEW.raw = 1 AND NEW.tag IS NOT NULL
+BEGIN
+    INSERT INTO EdgeTag (tag, entry) SELECT value, NEW.rowid FROM json_each(NEW.tag);
+    UPDATE EdgeCount SET entries = entries + 1 WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS EdgeTag_update AFTER UPDATE OF tag ON Cache WHEN NEW.raw = 1
+BEGIN
+    DELETE FROM EdgeTag WHERE entry = OLD.rowid;
+    INSERT INTO EdgeTag (tag, entry)
+        SELECT value, NEW.rowid FROM json_each(NEW.tag) WHERE NEW.tag IS NOT NULL;
+    UPDATE EdgeCount SET entries = entries + (NEW.tag IS NOT NULL) - (OLD.tag IS NOT NULL) WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS EdgeTag_delete AFTER DELETE ON Cache WHEN OLD.raw = 1
+BEGIN
+    DELETE FROM EdgeTag WHERE entry = OLD.rowid;
+    UPDATE EdgeCount SET entries = entries - (OLD.tag IS NOT NULL) WHERE id = 0;
+END;
+COMMIT;
+"""
 
 
 class DiskTier:
@@ -93,6 +146,8 @@ class DiskTier:
         self.directory = Path(directory)
         self.tmp = self.directory / "tmp"
         self.faults = faults if faults is not None else Faults()
+        self.max_bytes = max_bytes
+        self.evicted = 0  # records this process culled to stay within max_bytes (metadata, bodies apart)
         try:
             self.tmp.mkdir(parents=True, exist_ok=True)
             try:
@@ -102,6 +157,7 @@ class DiskTier:
                     raise  # busy, locked, read-only: not a reason to set the index aside
                 self._move_aside(e)
                 self.index = self._open_index(max_bytes)
+            self._create_index()
         except _FAILURES as e:
             raise storage_error(f"cannot open cache directory {self.directory}", e) from e
 
@@ -110,10 +166,20 @@ class DiskTier:
             str(self.directory / "index"),
             size_limit=max_bytes,
             eviction_policy="least-recently-stored",
-            cull_limit=16,
+            cull_limit=0,  # put() culls itself, to count what it evicted
             disk=_BodyDisk,
             statistics=False,
+            sqlite_cache_size=SQLITE_CACHE_PAGES,
+            sqlite_mmap_size=0,
         )
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection of our own to diskcache's database, for the index queries diskcache has no API for."""
+        return sqlite3.connect(os.path.join(self.index.directory, diskcache.core.DBNAME), timeout=60)
+
+    def _create_index(self) -> None:
+        with contextlib.closing(self._connect()) as con, con:
+            con.executescript(INDEX_SCHEMA)
 
     def _move_aside(self, e: sqlite3.DatabaseError) -> None:
         """A corrupt index must not stop the edge: keep it for inspection and start with an empty one."""
@@ -184,7 +250,7 @@ class DiskTier:
                 old = from_record(self.index.get(_meta(entry.key)))
                 if body is not None:
                     self.index.set(("b", entry.body_name), body)
-                self.index.set(_meta(entry.key), to_record(entry))
+                self.index.set(_meta(entry.key), to_record(entry), tag=json.dumps(entry.stored.tags))
                 if entry.stored.vary:
                     evicted = self._add_variant(entry, max_variants)
                 if isinstance(old, Entry) and old.body_name != entry.body_name:
@@ -193,6 +259,10 @@ class DiskTier:
             if body is not None:
                 Path(body.path).unlink(missing_ok=True)
             raise storage_error("index write failed", e) from e
+        try:
+            self.evicted += self.index.cull()
+        except _FAILURES as e:
+            raise storage_error("evicting to the size limit failed", e) from e
         return evicted
 
     def _add_variant(self, entry: Entry, max_variants: int) -> list[str]:
@@ -208,6 +278,15 @@ class DiskTier:
         self.index.set(_meta(entry.primary), to_record(VaryMarker(entry.stored.vary, kept)))
         return evicted
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Several writes as one index transaction (the writes inside join it, and commit together)."""
+        try:
+            with self.index.transact():
+                yield
+        except _FAILURES as e:
+            raise storage_error("index transaction failed", e) from e
+
     def delete(self, key: str) -> Entry | VaryMarker | None:
         """Remove one record (and its body); returns what was there."""
         try:
@@ -221,11 +300,42 @@ class DiskTier:
             raise storage_error("index delete failed", e) from e
 
     def keys(self) -> list[str]:
-        """Every entry key (not vary markers); for purge by prefix or tag. Walks the whole index."""
+        """Every entry key (not vary markers). Walks the whole index: for tests and tools, not purges."""
+        return self._select("SELECT key FROM Cache WHERE raw = 1 AND tag IS NOT NULL", ())
+
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        """Keys (entries and vary markers) starting with `prefix`: one range of the key index."""
+        low = _meta(prefix)
+        return self._select(
+            "SELECT key FROM Cache WHERE key >= ? AND key < ? AND raw = 1", (low, _successor(low))
+        )
+
+    def keys_with_tags(self, tags: tuple[str, ...]) -> list[str]:
+        """Keys of entries carrying any of `tags`: lookups in the tag table."""
+        if not tags:
+            return []
+        marks = ",".join("?" * len(tags))
+        return self._select(
+            "SELECT DISTINCT c.key FROM EdgeTag t JOIN Cache c ON c.rowid = t.entry"
+            f" WHERE t.tag IN ({marks})",
+            tags,
+        )
+
+    def count(self) -> int:
+        """Entries in the index (not vary markers, not body records), kept by the index triggers."""
         try:
-            return [k[1] for k in self.index.iterkeys() if isinstance(k, tuple) and k[0] == "m"]
+            with contextlib.closing(self._connect()) as con:
+                row = con.execute("SELECT entries FROM EdgeCount WHERE id = 0").fetchone()
         except _FAILURES as e:
-            raise storage_error("index walk failed", e) from e
+            raise storage_error("index count failed", e) from e
+        return int(row[0]) if row else 0
+
+    def _select(self, query: str, args: tuple[object, ...]) -> list[str]:
+        try:
+            with contextlib.closing(self._connect()) as con:
+                return [_key_of(bytes(k)) for (k,) in con.execute(query, args)]
+        except _FAILURES as e:
+            raise storage_error("index query failed", e) from e
 
     def volume(self) -> int:
         try:

@@ -1,7 +1,13 @@
-"""The per-process memory tier: an LRU bounded in bytes, answered with no thread hop and no I/O."""
+"""The per-process memory tier: an LRU bounded in bytes, answered with no thread hop and no I/O.
+
+Rules of this file: every item enters through `_added` and leaves through `_removed`, which keep the byte
+count and the purge index (object keys sorted, keys by tag) in step; a hit (`get`) touches neither.
+"""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import IO
@@ -29,13 +35,20 @@ def _close(item: MemoryObject | VaryMarker, *, keep: IO[bytes] | None) -> None:
 class MemoryTier:
     """Objects and vary markers by key; `max_bytes` bounds the sum of body sizes plus a per-item cost."""
 
-    ITEM_COST = 512  # rough bytes of bookkeeping per item, so many empty bodies still count
+    # Measured (loadtests/store_scale.py): an object with a 22-byte key and six short headers (~200 bytes of
+    # text) costs 2.6-2.9 KB of the edge's anonymous memory besides its body (records, strings, dict slot,
+    # purge index, allocator slack). ITEM_COST plus its key and header text is what an item counts, so
+    # `max_bytes` bounds the tier's real footprint, not just its bodies.
+    ITEM_COST = 2560
 
     def __init__(self, max_bytes: int, max_object: int) -> None:
         self.max_bytes = max_bytes
         self.max_object = max_object
         self.bytes = 0
+        self.evicted = 0  # items dropped to stay within max_bytes
         self._items: OrderedDict[str, MemoryObject | VaryMarker] = OrderedDict()
+        self._sorted: list[str] = []  # keys of objects (not markers), for purge by prefix
+        self._tagged: dict[str, set[str]] = {}  # tag -> keys of the objects carrying it
 
     def __len__(self) -> int:
         return len(self._items)
@@ -54,17 +67,54 @@ class MemoryTier:
             return
         self.discard(key, keep=keep)
         self._items[key] = item
-        self.bytes += self._cost(item)
+        self._added(key, item)
         while self.bytes > self.max_bytes and self._items:
-            _, old = self._items.popitem(last=False)
-            self.bytes -= self._cost(old)
-            _close(old, keep=None)
+            old_key, old = self._items.popitem(last=False)
+            self._removed(old_key, old, keep=None)
+            self.evicted += 1
 
     def discard(self, key: str, *, keep: IO[bytes] | None = None) -> None:
         old = self._items.pop(key, None)
         if old is not None:
-            self.bytes -= self._cost(old)
-            _close(old, keep=keep)
+            self._removed(key, old, keep=keep)
+
+    def _added(self, key: str, item: MemoryObject | VaryMarker) -> None:
+        self.bytes += self._cost(item)
+        if isinstance(item, MemoryObject):
+            bisect.insort(self._sorted, key)
+            for tag in item.entry.stored.tags:
+                self._tagged.setdefault(tag, set()).add(key)
+
+    def _removed(self, key: str, item: MemoryObject | VaryMarker, *, keep: IO[bytes] | None) -> None:
+        self.bytes -= self._cost(item)
+        if isinstance(item, MemoryObject):
+            i = bisect.bisect_left(self._sorted, key)
+            if i < len(self._sorted) and self._sorted[i] == key:
+                del self._sorted[i]
+            for tag in item.entry.stored.tags:
+                keys = self._tagged.get(tag)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del self._tagged[tag]
+        _close(item, keep=keep)
+
+    def objects_with_prefix(self, prefix: str) -> list[MemoryObject]:
+        """Objects whose key starts with `prefix`: one range of the sorted keys."""
+        start = bisect.bisect_left(self._sorted, prefix)
+        found = []
+        for key in itertools.islice(self._sorted, start, None):
+            if not key.startswith(prefix):
+                break
+            item = self._items.get(key)
+            if isinstance(item, MemoryObject):
+                found.append(item)
+        return found
+
+    def objects_with_tags(self, tags: frozenset[str]) -> list[MemoryObject]:
+        """Objects carrying any of `tags`."""
+        keys = set().union(*(self._tagged.get(tag, ()) for tag in tags))
+        return [item for key in keys if isinstance(item := self._items.get(key), MemoryObject)]
 
     def keys(self) -> list[str]:
         return list(self._items)
@@ -74,4 +124,7 @@ class MemoryTier:
         return self._items.get(key)
 
     def _cost(self, item: MemoryObject | VaryMarker) -> int:
-        return self.ITEM_COST + (len(item.body) if isinstance(item, MemoryObject) else 0)
+        if isinstance(item, VaryMarker):
+            return self.ITEM_COST
+        text = len(item.entry.key) + sum(len(n) + len(v) for n, v in item.entry.stored.headers)
+        return self.ITEM_COST + text + len(item.body)

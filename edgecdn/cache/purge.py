@@ -1,7 +1,9 @@
 """Purge on the store: find entries by URL key, key prefix or tag, then delete them or mark them stale.
 
-Rules of this file: the walk of the disk index runs in a thread; a prefix or tag purge costs one index read
-per stored entry (no tag index is kept: purges are rare, and a second index could drift from the first).
+Rules of this file: disk index reads run in a thread; a prefix is one range of the key index and a tag a
+lookup in the tag table (disk.py), so a purge costs in proportion to what it matches, not to the index.
+The memory tier (which may hold an object the disk tier already evicted) is asked the same way, through its
+own sorted keys and tag sets: no walk of either tier.
 Callers doom in-flight fills first (Coalescer.purge), so nothing matched here is written back afterwards.
 """
 
@@ -13,7 +15,6 @@ from dataclasses import dataclass, replace
 from edgecdn.cache import slices
 from edgecdn.cache.disk import DiskTier
 from edgecdn.cache.entry import Entry, VaryMarker
-from edgecdn.cache.memory import MemoryObject
 from edgecdn.cache.store import Store
 
 
@@ -31,17 +32,15 @@ class Matched:
 
 async def find(store: Store, urls: Iterable[str], prefixes: Iterable[str], tags: Iterable[str]) -> Matched:
     """Entries under these primary keys, under keys starting with a prefix, or carrying a tag."""
-    urls, prefixes, tag_set = tuple(urls), tuple(prefixes), frozenset(tags)
-    by_url, scanned = await store.blocking(_find_disk, store.disk, urls, bool(prefixes or tag_set))
-    memory_keys = store.memory.keys()
-    in_memory = [e.entry for k in memory_keys if isinstance(e := store.memory.peek(k), MemoryObject)]
-    by_url += [e for e in in_memory if e.primary in urls]
-    candidates = scanned + in_memory
-    return Matched(
-        urls=_unique(by_url),
-        prefixes=_unique(e for e in candidates if e.primary.startswith(prefixes)) if prefixes else (),
-        tags=_unique(e for e in candidates if tag_set.intersection(e.stored.tags)),
-    )
+    urls, prefixes, tag_tuple = tuple(urls), tuple(prefixes), tuple(sorted(set(tags)))
+    by_url, by_prefix, by_tag = await store.blocking(_find_disk, store.disk, urls, prefixes, tag_tuple)
+    memory = store.memory
+    by_url += [o.entry for url in urls for o in memory.objects_with_prefix(url) if o.entry.primary == url]
+    by_prefix += [
+        o.entry for p in prefixes for o in memory.objects_with_prefix(p) if o.entry.primary.startswith(p)
+    ]
+    by_tag += [o.entry for o in memory.objects_with_tags(frozenset(tag_tuple))]
+    return Matched(urls=_unique(by_url), prefixes=_unique(by_prefix), tags=_unique(by_tag))
 
 
 async def apply(store: Store, matched: Matched, *, soft: bool) -> None:
@@ -52,22 +51,26 @@ async def apply(store: Store, matched: Matched, *, soft: bool) -> None:
             if not entry.stored.invalidated:
                 await store.update(entry, replace(entry.stored, invalidated=True))
         return
-    for primary in {e.primary for e in entries.values()}:
-        await store.remove(primary)
+    await store.remove_many({e.primary for e in entries.values()})
 
 
-def _find_disk(disk: DiskTier, urls: tuple[str, ...], scan: bool) -> tuple[list[Entry], list[Entry]]:
-    by_url: list[Entry] = []
-    for url in urls:
-        by_url += _entries_of(disk, url) + slices.entries(disk, url)
-    scanned: list[Entry] = []
-    if scan:
-        entry_keys = disk.keys()  # one walk of the index, then one read per entry
-        for key in entry_keys:
-            item = disk.get(key)
-            if isinstance(item, Entry):
-                scanned.append(item)
-    return by_url, scanned
+def _find_disk(
+    disk: DiskTier, urls: tuple[str, ...], prefixes: tuple[str, ...], tags: tuple[str, ...]
+) -> tuple[list[Entry], list[Entry], list[Entry]]:
+    by_url = [e for url in urls for e in (*_entries_of(disk, url), *slices.entries(disk, url))]
+    by_prefix = [
+        e
+        for prefix in prefixes
+        for key in disk.keys_with_prefix(prefix)
+        if isinstance(e := disk.get(key), Entry) and e.primary.startswith(prefix)
+    ]
+    tag_set = frozenset(tags)
+    by_tag = [
+        e
+        for key in disk.keys_with_tags(tags)
+        if isinstance(e := disk.get(key), Entry) and not tag_set.isdisjoint(e.stored.tags)
+    ]
+    return by_url, by_prefix, by_tag
 
 
 def _entries_of(disk: DiskTier, primary: str) -> list[Entry]:

@@ -27,6 +27,7 @@ from edgecdn.policy.key import HeaderView, variant_key
 from edgecdn.policy.stored import StoredResponse
 
 KEEP_FILE_FROM = 512 * 1024  # memory objects this large also keep their body file open, for sendfile
+REMOVE_BATCH = 500  # primaries removed per index transaction by a purge
 
 
 @dataclass(slots=True)
@@ -244,12 +245,36 @@ class Store:
         self.generation += 1  # lookups that read before the delete see a change either way
         for key in removed:
             self.memory.discard(key)
+        self._forget_memory(primary)
+        return len([k for k in removed if k != primary]) or int(primary in removed)
+
+    async def remove_many(self, primaries: Iterable[str]) -> int:
+        """Remove primary keys (all their variants) from both tiers, REMOVE_BATCH per thread hop and index
+        transaction (a large purge neither pays one hop per object nor holds the index lock for long)."""
+        batch = list(primaries)
+        removed = 0
+        for start in range(0, len(batch), REMOVE_BATCH):
+            chunk = batch[start : start + REMOVE_BATCH]
+            self.generation += 1
+            keys = await self.blocking(self._remove_disk_many, chunk)
+            self.generation += 1
+            for key in keys:
+                self.memory.discard(key)
+            for primary in chunk:
+                self._forget_memory(primary)
+            removed += len(keys)
+        return removed
+
+    def _remove_disk_many(self, primaries: list[str]) -> list[str]:
+        with self.disk.transaction():
+            return [key for primary in primaries for key in self._remove_disk(primary)]
+
+    def _forget_memory(self, primary: str) -> None:
         item = self.memory.get(primary)
         if isinstance(item, VaryMarker):
             for key in item.variants:
                 self.memory.discard(key)
         self.memory.discard(primary)
-        return len([k for k in removed if k != primary]) or int(primary in removed)
 
     def _remove_disk(self, primary: str) -> list[str]:
         old = self.disk.delete(primary)
@@ -270,6 +295,25 @@ class Store:
 
     async def disk_bytes(self) -> int:
         return await self.blocking(self.disk.volume)
+
+    async def usage(self) -> dict[str, dict[str, int]]:
+        """Per tier: items, bytes, limit and evicted (since start); the disk tier's in one thread hop."""
+        disk_items, disk_bytes = await self.blocking(lambda: (self.disk.count(), self.disk.volume()))
+        memory = self.memory
+        return {
+            "memory": {
+                "items": len(memory),
+                "bytes": memory.bytes,
+                "limit": memory.max_bytes,
+                "evicted": memory.evicted,
+            },
+            "disk": {
+                "items": disk_items,
+                "bytes": disk_bytes,
+                "limit": self.disk.max_bytes,
+                "evicted": self.disk.evicted,
+            },
+        }
 
     async def sweep(self) -> int:
         """Remove bodies a crash left half-written (never indexed, so never served)."""

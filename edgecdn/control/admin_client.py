@@ -67,11 +67,17 @@ def signed_headers(key: AdminKey, method: str, path: str, body: bytes) -> dict[s
 
 
 async def send(
-    session: aiohttp.ClientSession, key: AdminKey, edge: str, method: str, path: str, payload: object
+    session: aiohttp.ClientSession,
+    key: AdminKey | None,
+    edge: str,
+    method: str,
+    path: str,
+    payload: object,
 ) -> EdgeResult:
-    """One signed JSON request to one edge (None: no body); connection problems become an EdgeResult."""
+    """One JSON request to one edge, signed unless `key` is None (the unsigned reads: stats, health);
+    no body when `payload` is None; connection problems become an EdgeResult."""
     body = b"" if payload is None else json.dumps(payload).encode()
-    headers = signed_headers(key, method, path, body)
+    headers = signed_headers(key, method, path, body) if key is not None else {}
     if payload is not None:
         headers["Content-Type"] = "application/json"
     started = clock.monotonic()
@@ -96,7 +102,7 @@ def session() -> aiohttp.ClientSession:
 
 
 async def fan_out(
-    key: AdminKey, edges: list[str], method: str, path: str, payload: object
+    key: AdminKey | None, edges: list[str], method: str, path: str, payload: object
 ) -> list[EdgeResult]:
     """The same request to every edge at once; results in the order of `edges`."""
     async with session() as s:

@@ -117,6 +117,13 @@ class OriginPool:
             )
         return out
 
+    def _failed(self, origin: str, error: str, started: float) -> None:
+        """One request to `origin` failed: health input, its latency and its error, counted."""
+        self.report(origin, ok=False)
+        self.metrics.origin_seconds.labels(origin).observe(clock.monotonic() - started)
+        self.metrics.origin_requests.labels(error).inc()
+        self.metrics.origin_errors.labels(origin, error).inc()
+
     # -- choosing and sending ----------------------------------------------------------------------
 
     def order(self, key: str, client_ip: str | None) -> tuple[str, ...]:
@@ -155,22 +162,21 @@ class OriginPool:
             if remaining <= 0:
                 break
             if n:
-                self.metrics.origin_retries.labels(error.detail).inc()
+                self.metrics.origin_retries.labels(order[n - 1], error.detail).inc()
             i = self._index[origin]
             self.conns[i] += 1
+            started = clock.monotonic()
             try:
                 async with asyncio.timeout(remaining):
                     resp = await client.send(origin, method, target, headers, body)
             except TimeoutError:
                 self.conns[i] -= 1
-                self.report(origin, ok=False)
-                self.metrics.origin_requests.labels("OriginTimeout").inc()
+                self._failed(origin, "OriginTimeout", started)
                 error = OriginTimeout(f"{origin}: retry deadline of {self.cfg.retry_deadline}s passed")
                 break
             except OriginError as e:
                 self.conns[i] -= 1
-                self.report(origin, ok=False)
-                self.metrics.origin_requests.labels(type(e).__name__).inc()
+                self._failed(origin, type(e).__name__, started)
                 error = e
                 if not e.retryable or not idempotent:
                     break
@@ -179,11 +185,13 @@ class OriginPool:
                 self.conns[i] -= 1
                 raise
             resp.on_done = functools.partial(self._done, i)
+            self.metrics.origin_seconds.labels(origin).observe(clock.monotonic() - started)
             self.metrics.origin_requests.labels(f"{resp.status // 100}xx").inc()
             if resp.status not in self.cfg.retry_statuses:
                 self.report(origin, ok=True)
                 return resp
             self.report(origin, ok=False)
+            self.metrics.origin_errors.labels(origin, f"status-{resp.status}").inc()
             if not idempotent or n == tries - 1 or clock.monotonic() >= deadline:
                 return resp
             resp.release()

@@ -119,16 +119,18 @@ def admin_app(edge: Edge) -> web.Application:
     guard = Guard(cfg.admin.keys, window=cfg.admin.signature_window, max_body=cfg.admin.max_body)
 
     async def metrics(_: web.Request) -> web.Response:
-        edge.metrics.memory_bytes.set(edge.store.memory.bytes)
         with contextlib.suppress(StorageError):  # recorded by the store; the other metrics still count
-            edge.metrics.disk_bytes.set(await edge.store.disk_bytes())
+            await edge.reporter.usage()
         return web.Response(body=edge.metrics.render(), content_type="text/plain", charset="utf-8")
 
     async def health(_: web.Request) -> web.Response:
         return edge.health()
 
     async def stats(_: web.Request) -> web.Response:
-        return web.json_response(edge.stats(), dumps=lambda o: json.dumps(o, indent=2))
+        body = await edge.stats()  # a StorageError is a JSON 503 (the errors middleware)
+        return web.json_response(
+            body, dumps=lambda o: json.dumps(o, indent=2), headers={"Cache-Control": "no-store"}
+        )
 
     async def purge(request: web.Request) -> web.Response:
         try:
@@ -142,6 +144,7 @@ def admin_app(edge: Edge) -> web.Application:
             edge.metrics.storage_errors.inc()
             raise AdminError(503, "purge failed in the store", str(e)) from None
         took_ms = 1000 * (clock.monotonic() - started)
+        edge.metrics.purges.labels("soft" if req.soft else "hard").inc()  # requests, whatever they removed
         log.info("purge %s: %s in %.1f ms", "soft" if req.soft else "hard", counts, took_ms)
         return web.json_response({"purged": counts, "soft": req.soft})
 
@@ -156,7 +159,9 @@ def admin_app(edge: Edge) -> web.Application:
         urls = data.get("urls") if isinstance(data, dict) else None
         if not isinstance(urls, list) or not urls or not all(isinstance(u, str) and u for u in urls):
             raise AdminError(400, "bad push request", 'expected {"urls": ["/path", ...]}')
-        return web.json_response({"results": await edge.pusher.refetch(urls)})
+        results = await edge.pusher.refetch(urls)
+        edge.metrics.pushes.labels("refetch").inc()
+        return web.json_response({"results": results})
 
     @web.middleware
     async def errors(request: web.Request, handler: Any) -> web.StreamResponse:

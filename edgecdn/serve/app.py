@@ -31,6 +31,7 @@ from edgecdn.serve.prefetch import Prefetcher
 from edgecdn.serve.purge import Purger
 from edgecdn.serve.push import Pusher
 from edgecdn.serve.request import Request
+from edgecdn.serve.stats import Stats
 from edgecdn.serve.writer import Fields, ResponseWriter
 
 log = logging.getLogger("edgecdn")
@@ -50,6 +51,7 @@ class Edge:
         self.coalescer = Coalescer(self.store, self.client, self.pool, cfg, self.metrics)
         self.handler = Handler(cfg, self.store, self.client, self.pool, self.coalescer, self.metrics)
         self.purger = Purger(self.store, self.coalescer, self.metrics)
+        self.reporter = Stats(self.store, self.coalescer, self.pool, self.metrics)  # /_edge/stats
         self.pusher = Pusher(self.store, self.coalescer, self.metrics, cfg.cache)
         versioned = configured_pattern(cfg.cache.versioned_pattern)
         self.prefetcher = Prefetcher(cfg.prefetch, self.store, self.coalescer, versioned, self.metrics)
@@ -138,15 +140,12 @@ class Edge:
     def refused(self, remote: str | None, bad: BadRequest, out: ResponseWriter) -> None:
         """A request refused at the framing level: its 4xx, counted, no traceback."""
         _json(out, bad.status, {"error": bad.reason}, cache=CacheStatus.ERROR)
-        self.handler.count(CacheStatus.ERROR.value)
+        self.handler.observe.record(CacheStatus.ERROR.value, bad.status, out.body_sent, 0.0)
         if self.access_log is not None:
             self.access_log.refused(remote, bad.status, out.body_sent)
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "memory": {"items": len(self.store.memory), "bytes": self.store.memory.bytes},
-            "fills_in_flight": self.coalescer.in_flight,
-        }
+    async def stats(self) -> dict[str, Any]:
+        return await self.reporter.snapshot()
 
 
 def _own_path(path: str) -> bool:

@@ -201,6 +201,7 @@ class ChangeFollower:
         if isinstance(current, Entry) and current.stored.etag == etag:
             return
         await self.purger.run(PurgeRequest(urls=(path,), prefixes=(path + "?",)))
+        self.metrics.follow_changes.inc()
 
 
 def _load(path: Path) -> dict[str, int]:

@@ -10,8 +10,6 @@ import asyncio
 import logging
 from typing import assert_never
 
-from prometheus_client import Counter
-
 from edgecdn import clock
 from edgecdn.cache.entry import VaryMarker
 from edgecdn.cache.memory import MemoryObject
@@ -50,7 +48,7 @@ from edgecdn.policy.freshness import current_age
 from edgecdn.policy.invalidate import invalidated_keys
 from edgecdn.policy.key import primary_key, variant_key
 from edgecdn.policy.status import CacheStatus, cache_status_field
-from edgecdn.serve import access, proxy, respond, shed
+from edgecdn.serve import access, observe, proxy, respond, shed
 from edgecdn.serve.request import Request
 from edgecdn.serve.slices import Slicer
 from edgecdn.serve.writer import ResponseWriter
@@ -79,17 +77,18 @@ class Handler:
         self.coalescer = coalescer
         self.metrics = metrics
         self.versioned = configured_pattern(cfg.cache.versioned_pattern)
-        self._counters: dict[str, Counter] = {}  # metric children by X-Cache value, looked up once
+        self.observe = observe.Observer(metrics)  # requests, bytes, latency: one call per request
         self._hit_fields: dict[tuple[str, int], str] = {}
         self.slicer = Slicer(cfg, store, coalescer, metrics)  # paths with `slice = true` (serve/slices.py)
 
     async def __call__(self, request: Request, out: ResponseWriter) -> None:
+        started = clock.monotonic()
         try:
             await self.handle(request, out)
         except ConnectionResetError:
             # The client went away mid-response; any fill it started carries on for the others.
             out.keep_alive = False
-            self.count("ABORTED")
+            self.observe.record("ABORTED", 499, out.body_sent, clock.monotonic() - started)
             raise
         except OriginError as e:
             # The origin's body broke off after the head went out: the response stays unfinished, so
@@ -98,13 +97,8 @@ class Handler:
             if not out.started:
                 field = cache_status_field(CacheStatus.ERROR, detail=e.detail)
                 respond.origin_error(out, e, cache_status=field)
-        self.count(out.cache._value_ if out.cache is not None else "NONE")
-
-    def count(self, cache_status: str) -> None:
-        counter = self._counters.get(cache_status)
-        if counter is None:
-            counter = self._counters.setdefault(cache_status, self.metrics.requests.labels(cache_status))
-        counter.inc()
+        cache = out.cache._value_ if out.cache is not None else "NONE"
+        self.observe.record(cache, out.status, out.body_sent, clock.monotonic() - started)
 
     async def handle(self, request: Request, out: ResponseWriter) -> ResponseWriter:
         admitted = access.check(request, self.cfg, out)

@@ -28,7 +28,8 @@ class Purger:
         await store_purge.apply(self.store, matched, soft=req.soft)
         for url in req.urls:
             self.coalescer.forget(url)
-        self.metrics.purges.labels("soft" if req.soft else "hard").inc()
+        # Objects, not requests: the admin route counts requests (the change follower purges too).
+        self.metrics.purged_objects.labels("soft" if req.soft else "hard").inc(len(matched.entries()))
         return {
             "urls": len(matched.urls),
             "prefixes": len(matched.prefixes),

@@ -120,7 +120,7 @@ async def test_a_variant_the_marker_does_not_list_is_never_answered(tmp_path: Pa
     dropped = await fill_and_commit(store, PRIMARY, b"dropped", VARY, "b")
     # A stray record of variant b (left by an older edge, or another process) without a marker listing.
     store.disk.put(replace(dropped, stored=replace(dropped.stored, vary=())), None, 16)
-    store.disk.index.set(("m", PRIMARY), disk_module.to_record(VaryMarker(VARY, (kept.key,))))
+    store.disk.index.set(disk_module._meta(PRIMARY), disk_module.to_record(VaryMarker(VARY, (kept.key,))))
     store.memory.put(PRIMARY, VaryMarker(VARY, (kept.key,)))
     assert store.lookup_memory(PRIMARY, headers("b")) is None
     assert await store.lookup(PRIMARY, headers("b")) is None

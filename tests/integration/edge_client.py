@@ -103,11 +103,19 @@ async def get(s: aiohttp.ClientSession, url: str, **headers: str) -> Got:
 
 
 async def metric(s: aiohttp.ClientSession, admin: str, name: str, **labels: str) -> float:
-    """One sample from the edge's /metrics, 0 when absent."""
+    """The sum of the samples of `name` from the edge's /metrics that carry these labels; 0 when absent."""
     async with s.get(admin + "/metrics") as r:
         text = await r.text()
-    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    return metric_sum(text, name, **labels)
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` in an exposition whose labels include `labels` (others summed over)."""
+    want = {f'{k}="{v}"' for k, v in labels.items()}
+    total = 0.0
     for line in text.splitlines():
-        if line.startswith(want + " "):
-            return float(line.split()[-1])
-    return 0.0
+        head, _, value = line.rpartition(" ")
+        sample, _, tail = head.partition("{")
+        if sample == name and want <= set(tail.rstrip("}").split(",") if tail else ()):
+            total += float(value)
+    return total

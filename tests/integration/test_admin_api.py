@@ -198,7 +198,7 @@ async def test_hard_purge_by_url_prefix_and_tag_deletes_from_both_tiers(stack: S
         )
         after = {p: await get(s, edge.url + p) for p in [by_url, *by_prefix, by_tag]}
         still = await get(s, edge.url + kept)
-        hard = await metric(s, admin, "edgecdn_purges_total", kind="hard")
+        hard = await metric(s, admin, "edgecdn_purge_requests_total", kind="hard")
     counts = purged["purged"]
     assert isinstance(counts, dict)
     assert counts["urls"] == 1 and counts["tags"] == 1

@@ -99,10 +99,14 @@ def test_edge_and_origin_notify_ready_then_stopping(notify_socket: socket.socket
 def test_metrics_pass_promtool_and_name_the_build(tmp_path: Path) -> None:
     promtool = tool("promtool")
     origin = plain_origin(tmp_path)
+    (origin.root / "page.txt").write_bytes(b"cached")
     edge = start_edge(origin.url, tmp_path / "cache")
     try:
         with pytest.raises(urllib.error.HTTPError, match="404"):
             LOOPBACK.open(edge.url + "/missing", timeout=10)  # a request, so labelled series exist
+        for _ in range(2):  # a miss and a hit: histograms, bytes and store series too
+            with LOOPBACK.open(edge.url + "/page.txt", timeout=10) as page:
+                assert page.read() == b"cached"
         with LOOPBACK.open(admin_url(edge) + "/metrics", timeout=10) as resp:
             text = resp.read().decode()
     finally:
@@ -115,3 +119,6 @@ def test_metrics_pass_promtool_and_name_the_build(tmp_path: Path) -> None:
     assert "_created" not in text
     assert f'edgecdn_build_info{{python="{sys.version.split()[0]}",version="{__version__}"}} 1.0' in text
     assert "process_resident_memory_bytes" in text
+    for series in ("edgecdn_request_seconds_bucket", "edgecdn_origin_request_seconds_bucket"):
+        assert series in text
+    assert 'edgecdn_store_objects{tier="disk"}' in text

@@ -187,6 +187,11 @@ async def test_retry_statuses_move_idempotent_requests_only(
                 1,
             )
             assert await metric(s, admin, "edgecdn_origin_retries_total", reason="origin-503") == 1
+            retried_from = {"origin": scripted.url, "reason": "origin-503"}
+            assert await metric(s, admin, "edgecdn_origin_retries_total", **retried_from) == 1
+            failed = {"origin": scripted.url, "error": "status-503"}
+            assert await metric(s, admin, "edgecdn_origin_errors_total", **failed) == 1
+            assert await metric(s, admin, "edgecdn_origin_request_seconds_count", origin=origin.url) == 1
 
             async with s.post(edge.url + "/_test/echo", data=b"x" * 100) as r:
                 assert r.status == 503  # sent once, never replayed on another origin

@@ -279,10 +279,23 @@ class Coalescer:
 
     # -- the fill task -----------------------------------------------------------------------------
 
-    async def _run(self, flight: Flight, req: FillRequest) -> None:
+    def adopt(self, key: str, req: FillRequest, resp: OriginResponse) -> Flight:
+        """A fill of `key` from an answer the edge already has (a POST's response that RFC 9110 §9.3.3
+        lets later GETs reuse): admitted and stored like any fill; the caller answers from the flight
+        (an uncacheable answer is offered to it, as to an owner) and leaves it."""
+        flight = Flight(key, req.primary)
+        self._active.add(flight)
+        self._flights[key] = flight  # a fill of the old answer was doomed by the invalidation before
+        task = asyncio.create_task(self._run(flight, req, adopted=resp))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        flight.join()
+        return flight
+
+    async def _run(self, flight: Flight, req: FillRequest, adopted: OriginResponse | None = None) -> None:
         self.metrics.flights.inc()
         try:
-            await self._fetch(flight, req)
+            await self._fetch(flight, req, adopted)
         except asyncio.CancelledError:
             self._settle(flight, Failed(OriginError("fill cancelled")))
             raise
@@ -332,7 +345,7 @@ class Coalescer:
         ):
             self._failed.popitem(last=False)
 
-    async def _fetch(self, flight: Flight, req: FillRequest) -> None:
+    async def _fetch(self, flight: Flight, req: FillRequest, adopted: OriginResponse | None = None) -> None:
         base = upstream_headers(req.headers, client_ip=req.client_ip, allow=self.allow)
         # The client's own range: asked for when the object is known not to be kept (too large, or
         # uncacheable), so a few bytes of it never pull the whole body (sliced paths ask by req.slice).
@@ -346,11 +359,14 @@ class Coalescer:
         elif ranged and req.revalidate is None and self.is_hit_for_miss(req.primary, now=clock.now()):
             headers = ranged
         request_time = clock.now()
-        try:
-            resp = await self._send(req, headers)
-        except OriginError as e:
-            self._fail(flight, e)
-            return
+        if adopted is not None:
+            resp = adopted
+        else:
+            try:
+                resp = await self._send(req, headers)
+            except OriginError as e:
+                self._fail(flight, e)
+                return
         try:
             await self._answered(
                 flight, req, resp, base, ranged if headers is not ranged else (), request_time

@@ -45,7 +45,7 @@ from edgecdn.policy.decide import (
     usable_on_error,
 )
 from edgecdn.policy.freshness import current_age
-from edgecdn.policy.invalidate import invalidated_keys
+from edgecdn.policy.invalidate import invalidated_keys, post_answer_reusable
 from edgecdn.policy.key import primary_key, variant_key
 from edgecdn.policy.status import CacheStatus, cache_status_field
 from edgecdn.serve import access, observe, proxy, respond, shed
@@ -345,6 +345,16 @@ class Handler:
             request.method, resp.status, request.raw_path, request.host, resp.headers
         ):
             await self.invalidate(key)
+        if post_answer_reusable(request.method, resp.status, request.raw_path, request.host, resp.headers):
+            # The POST's answer is the target's new representation: stored as its fill, sent from it.
+            flight = self.coalescer.adopt(primary, self.fill_request(request, primary, None), resp)
+            try:
+                answered = await self.answer(request, out, primary, None, flight, True, "method")
+            finally:
+                flight.leave()
+            if answered is None:  # the variant is chosen by these very request fields: cannot happen
+                raise OriginError("the POST's answer was filed under another variant")
+            return answered
         return await proxy.relay(request, out, resp, self.client, field)
 
     async def invalidate(self, primary: str) -> None:

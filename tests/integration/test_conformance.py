@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Iterator
 
 import pytest
 
 from tests.integration.conftest import OriginClient, Proc
-from tests.integration.edge_client import get, session, start_edge
+from tests.integration.edge_client import fetch, get, session, start_edge
 
 EDGE_CONFIG = """
 [cache]
@@ -287,6 +288,30 @@ async def test_heuristic_freshness_only_for_heuristically_cacheable_statuses(
 ) -> None:
     hooks = {"X-Test-Status": str(status), "X-Set-Last-Modified": LONG_AGO}
     assert await reuses(origin, edge_url, hooks, status=status) is reused
+
+
+@pytest.mark.parametrize(
+    ("content_location", "cache_control", "reused"),
+    [
+        pytest.param("SELF", "max-age=300", True, id="rfc9110-9.3.3-post-answer-reused-for-get"),
+        pytest.param("/elsewhere", "max-age=300", False, id="rfc9110-9.3.3-other-content-location"),
+        pytest.param("SELF", None, False, id="rfc9110-9.3.3-no-explicit-freshness"),
+    ],
+)
+async def test_post_answer_with_its_own_content_location_serves_later_gets(
+    origin: OriginClient, edge_url: str, content_location: str, cache_control: str | None, reused: bool
+) -> None:
+    path = f"/_test/echo?t=post-{content_location.strip('/')}-{cache_control}"
+    hooks = {"X-Set-Content-Location": path if content_location == "SELF" else content_location}
+    if cache_control is not None:
+        hooks["X-Set-Cache-Control"] = cache_control
+    async with session() as s:
+        post = await fetch(s, "POST", edge_url + path, **hooks)
+        later = await get(s, edge_url + path)
+    assert post.status == 200 and json.loads(post.body)["method"] == "POST"
+    assert (later.x_cache == "HIT") is reused
+    assert (later.body == post.body) is reused
+    assert origin.hits(path) == (1 if reused else 2)
 
 
 @pytest.mark.parametrize(

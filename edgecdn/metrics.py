@@ -115,6 +115,10 @@ class Metrics:
             "Access log lines not written (full disk, closed stdout, writer behind)",
             registry=r,
         )
+        # Master and workers (process/master.py): a worker that died and was started again.
+        self.worker_restarts = Counter(
+            "edgecdn_worker_restarts", "Worker processes restarted after they died", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -250,6 +250,16 @@ class Store:
         self.memory.discard(primary)
         return len([k for k in removed if k != primary]) or int(primary in removed)
 
+    def forget_memory(self, primary: str) -> None:
+        """Drop a primary key and its variants from this process's memory tier only (the disk tier holds
+        a newer object another process stored); a disk read racing this does not promote what it read."""
+        self.generation += 1
+        item = self.memory.get(primary)
+        if isinstance(item, VaryMarker):
+            for key in item.variants:
+                self.memory.discard(key)
+        self.memory.discard(primary)
+
     def _remove_disk(self, primary: str) -> list[str]:
         old = self.disk.delete(primary)
         keys = [primary] if old is not None else []

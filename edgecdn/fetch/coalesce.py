@@ -282,7 +282,9 @@ class Coalescer:
         try:
             if self.shared is not None and self._flights.get(flight.key) is flight:
                 async with self.shared.turn(flight.key) as waited:  # one fill per edge, not per worker
-                    if not (waited and await self._stored_elsewhere(flight, req)):
+                    # A miss may have raced another worker's fill ending: what it stored is the answer.
+                    look = waited or req.revalidate is None
+                    if not (look and await self._stored_elsewhere(flight, req)):
                         await self._fetch(flight, req)
             else:
                 await self._fetch(flight, req)

@@ -95,6 +95,7 @@ class AccessLog:
 
     def reopen(self) -> None:
         """Open the destination path again before the next write (a file only; stdout/stderr stay)."""
+        log.info("access log: reopening %s", self.dest)
         self.flush()
         self._reopen.set()
 

@@ -27,6 +27,7 @@ from aiohttp import web
 from edgecdn.config import Config
 from edgecdn.control import sdnotify, signing
 from edgecdn.control.purge import PurgeRequest
+from edgecdn.fetch.shared_fill import SharedFills
 from edgecdn.process import handover, runner, signals
 from edgecdn.process.ipc import Channel, Message
 from edgecdn.process.signals import Action
@@ -67,6 +68,7 @@ class Master:
         self.edge: Edge | None = None
         self.admin: web.AppRunner | None = None
         self.replay = signing.ReplayCache(window_s=cfg.admin.signature_window)
+        self.shared = SharedFills(cfg.cache.dir, wait_s=cfg.origin.retry_deadline)
 
     # -- workers -------------------------------------------------------------------------------------
 
@@ -176,14 +178,18 @@ class Master:
         workers = list(self.workers)
         asks = [asyncio.ensure_future(self._ask(w, op, fields)) for w in workers]
         answers = await asyncio.gather(*asks)
-        late = [w for w, a in zip(workers, answers, strict=True) if a is None and w.proc.returncode is None]
+        late = [
+            w
+            for w, a in zip(workers, answers, strict=True)
+            if (a is None or "error" in a) and w.proc.returncode is None
+        ]
         for w in late:
             log.error("worker pid %d did not apply %s within %.0f s: killed", w.proc.pid, op, ACK_TIMEOUT_S)
             with contextlib.suppress(ProcessLookupError):
                 w.proc.kill()
         for w in late:
             await w.proc.wait()  # gone before the caller answers: it cannot serve an old object
-        return [a for a in answers if a is not None]
+        return [a for a in answers if a is not None and "error" not in a]
 
     async def _ask(self, worker: Worker, op: str, fields: dict[str, object]) -> Message | None:
         try:
@@ -209,6 +215,7 @@ class Master:
         """The admin API on `cfg` (an Edge without a public listener); the previous one closes after."""
         old_edge, old_admin = self.edge, self.admin
         edge = Edge(cfg)
+        edge.coalescer.shared = self.shared  # warm-up, prefetch and push fills coalesce with the workers'
         await edge.start(sweep=False)
         edge.purger.peers = self
         admin = admin_runner(edge, self.replay)
@@ -251,6 +258,16 @@ class Master:
         log.info("reload: %d new workers serving in %.2f s", len(started), time.monotonic() - began)
         sdnotify.notify("READY=1")
 
+    async def warm(self, cfg: Config) -> asyncio.Task[None] | None:
+        """`warm_from`: every worker's health says 503 "warming" until the master fetched the manifest."""
+        if not cfg.server.warm_from or self.edge is None:
+            return None
+        await self.broadcast("warming")
+        task = readiness.start_warming(self.edge, cfg.server)
+        if task is not None:
+            task.add_done_callback(lambda _: asyncio.ensure_future(self.broadcast("ready")))
+        return task
+
     async def stop(self, grace: bool) -> None:
         """SIGTERM: health 503 for drain_delay, then the workers drain. SIGQUIT (grace False): now."""
         if grace and self.edge is not None and self.cfg.server.drain_delay > 0:
@@ -264,6 +281,7 @@ async def supervise(cfg: Config, reload: runner.Reload | None = None) -> int:
     listeners = handover.open_listeners(cfg)
     master = Master(cfg, listeners)
     actions = signals.install()
+    warming: asyncio.Task[None] | None = None
     try:
         await master.open_admin(cfg)  # sweeps nothing: a predecessor's or an earlier crash's tmp files
         if not listeners.inherited:
@@ -274,6 +292,7 @@ async def supervise(cfg: Config, reload: runner.Reload | None = None) -> int:
         if await master.start_generation(cfg) is None:
             master.stopping = True
             return 1
+        warming = await master.warm(cfg)
         runner.announce(listeners)
         while True:
             action = await actions.get()
@@ -294,12 +313,15 @@ async def supervise(cfg: Config, reload: runner.Reload | None = None) -> int:
                 if action is Action.STOP:
                     log.info("draining")
                     sdnotify.notify("STOPPING=1")
-                await master.stop(grace=action is Action.STOP)
+                if action is Action.QUIT or not await signals.unless_quit(actions, master.stop(grace=True)):
+                    await master.stop(grace=False)
                 break
     finally:
+        await readiness.stop_warming(warming)
         master.stopping = True
         await master.stop_workers(list(master.workers), signal.SIGKILL)
         await master.close_admin()
+        master.shared.close()
     return 0
 
 

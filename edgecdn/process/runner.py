@@ -108,7 +108,9 @@ async def serve(cfg: Config, reload: Reload | None = None) -> int:
                 grace = 0.0
                 break
             else:
-                await readiness.drain(edge, cfg.server.drain_delay)  # health 503 first: balancers move
+                # health 503 first, so balancers move away; SIGQUIT meanwhile: stop now
+                if not await signals.unless_quit(actions, readiness.drain(edge, cfg.server.drain_delay)):
+                    grace = 0.0
                 log.info("draining")
                 sdnotify.notify("STOPPING=1")
                 break

@@ -13,8 +13,11 @@ arrives during a reload waits for it to finish.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 
 class Action(enum.Enum):
@@ -42,3 +45,21 @@ def install() -> asyncio.Queue[Action]:
     for sig, action in SIGNALS.items():
         loop.add_signal_handler(sig, actions.put_nowait, action)
     return actions
+
+
+async def unless_quit(actions: asyncio.Queue[Action], work: Coroutine[Any, Any, None]) -> bool:
+    """Run `work` (a drain) unless SIGQUIT comes first, which cancels it; True if it ran to its end.
+    Other signals meanwhile are dropped: the edge is stopping."""
+    task = asyncio.ensure_future(work)
+    while True:
+        getter = asyncio.ensure_future(actions.get())
+        await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done() and getter.result() is Action.QUIT:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return False
+        if task.done():
+            getter.cancel()
+            await task
+            return True

@@ -72,7 +72,16 @@ async def work(cfg: Config, public_fd: int, ipc_fd: int) -> int:
 
 
 async def answer(edge: Edge, message: Message) -> Message:
-    """One request of the master, in effect in this worker when the answer leaves."""
+    """One request of the master, in effect in this worker when the answer leaves; a failure is an
+    error answer (the master then stops this worker rather than leave it serving what it could not drop)."""
+    try:
+        return await _apply(edge, message)
+    except Exception as e:
+        log.exception("%s failed in worker %d", message.get("op"), os.getpid())
+        return {"error": f"{type(e).__name__}: {e}"[:200]}
+
+
+async def _apply(edge: Edge, message: Message) -> Message:
     match message.get("op"):
         case "purge":
             req = PurgeRequest(
@@ -88,8 +97,12 @@ async def answer(edge: Edge, message: Message) -> Message:
             for key in keys:
                 edge.store.forget_memory(key)
             return {"ok": True}
-        case "draining":
-            edge.ready, edge.unready = False, "draining"
+        case "draining" | "warming":
+            edge.ready, edge.unready = False, message["op"]
+            return {"ok": True}
+        case "ready":
+            if edge.unready == "warming":  # not once draining began
+                edge.ready = True
             return {"ok": True}
         case other:
             return {"error": f"unknown op {other!r}"}

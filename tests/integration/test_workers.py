@@ -19,7 +19,7 @@ import pytest
 from edgecdn.control import admin_client
 from edgecdn.control.signing import generate_key, parse_key
 from tests.integration.conftest import OriginClient, Proc
-from tests.integration.edge_client import admin_url, get, session, start_edge
+from tests.integration.edge_client import admin_url, get, metric, session, start_edge
 
 KEY = generate_key("workers")
 PID = re.compile(r"listening on http://\S+ \(admin \S+\) pid (\d+)")
@@ -114,6 +114,32 @@ async def test_a_herd_across_workers_causes_one_origin_request(stack: tuple[Orig
     assert sent == 200
     assert {len(b) for b in bodies} == {50000} and len(set(bodies)) == 1
     assert origin.hits(path) == 1
+
+
+def workers_of(master: int) -> list[int]:
+    return [int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+
+
+async def test_a_worker_that_dies_is_started_again_logged_and_counted(
+    stack: tuple[OriginClient, Proc],
+) -> None:
+    origin, edge = stack
+    (origin.root / "alive.txt").write_text("alive")
+    before = workers_of(edge.pid)
+    assert len(before) == 2
+    os.kill(before[0], signal.SIGKILL)
+    await asyncio.to_thread(wait_for, edge, rf"worker \d \(pid {before[0]}\) exited with code -9")
+    async with session() as s:
+        for _ in range(int(BOUND_S / 0.02)):  # until the new worker is up (bounded)
+            now = workers_of(edge.pid)
+            if len(now) == 2 and before[0] not in now:
+                break
+            await asyncio.sleep(0.02)
+        restarts = await metric(s, admin_url(edge), "edgecdn_worker_restarts_total")
+        async with fresh_connections() as f:
+            assert set(await many(f, edge.url + "/alive.txt", 20)) == {b"alive"}
+    assert before[1] in now and len(now) == 2
+    assert restarts == 1
 
 
 # -- signals -----------------------------------------------------------------------------------------
@@ -273,3 +299,33 @@ async def test_an_invalid_config_on_hup_keeps_the_edge_serving_and_usr1_reopens_
                 await many(f, edge.url + "/a.txt", 4)
     await asyncio.to_thread(lines_in, log, 32)
     assert len(log.with_suffix(".1").read_text().splitlines()) == 2  # nothing after the move went there
+
+
+async def test_sigterm_says_draining_then_stops_the_workers_and_exits_0(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.txt").write_text("a")
+    (tmp_path / "edge.toml").write_text("[server]\nworkers = 2\ndrain_delay = 30\n")
+    origin_proc = Proc("origin", "serve", str(root), "--listen", "127.0.0.1:0")
+    edge = start_edge(
+        origin_proc.url, tmp_path / "cache", "--no-access-log", "-c", str(tmp_path / "edge.toml")
+    )
+    try:
+        workers = workers_of(edge.pid)
+        edge.signal(signal.SIGTERM)
+        async with fresh_connections() as s:
+            for _ in range(int(BOUND_S / 0.02)):  # every worker's public health turns 503 "draining"
+                async with s.get(edge.url + "/_edge/health") as r:
+                    states = [r.status, await r.text()]
+                if states[0] == 503:
+                    break
+                await asyncio.sleep(0.02)
+            assert states == [503, '{"status":"draining"}']
+            assert set(await many(s, edge.url + "/a.txt", 20)) == {b"a"}  # still serving meanwhile
+        edge.signal(signal.SIGQUIT)  # do not wait out drain_delay: stop now
+        code = await asyncio.to_thread(edge.popen.wait, BOUND_S)
+    finally:
+        edge.stop()
+        origin_proc.stop()
+    assert code == 0
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)  # noqa: ASYNC240 - /proc

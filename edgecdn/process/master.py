@@ -27,7 +27,6 @@ from aiohttp import web
 from edgecdn.config import Config
 from edgecdn.control import sdnotify, signing
 from edgecdn.control.purge import PurgeRequest
-from edgecdn.fetch.shared_fill import SharedFills
 from edgecdn.process import handover, runner, signals
 from edgecdn.process.ipc import Channel, Message
 from edgecdn.process.signals import Action
@@ -68,7 +67,6 @@ class Master:
         self.edge: Edge | None = None
         self.admin: web.AppRunner | None = None
         self.replay = signing.ReplayCache(window_s=cfg.admin.signature_window)
-        self.shared = SharedFills(cfg.cache.dir, wait_s=cfg.origin.retry_deadline)
 
     # -- workers -------------------------------------------------------------------------------------
 
@@ -212,10 +210,12 @@ class Master:
     # -- the admin listener ----------------------------------------------------------------------------
 
     async def open_admin(self, cfg: Config) -> None:
-        """The admin API on `cfg` (an Edge without a public listener); the previous one closes after."""
+        """The admin API on `cfg` (an Edge without a public listener); the previous one closes after.
+
+        Its fills (push re-fetch, prefetch, warm-up) do not take the workers' fill locks: a re-fetch must
+        ask the origin even though the store holds the object."""
         old_edge, old_admin = self.edge, self.admin
         edge = Edge(cfg)
-        edge.coalescer.shared = self.shared  # warm-up, prefetch and push fills coalesce with the workers'
         await edge.start(sweep=False)
         edge.purger.peers = self
         admin = admin_runner(edge, self.replay)
@@ -321,7 +321,6 @@ async def supervise(cfg: Config, reload: runner.Reload | None = None) -> int:
         master.stopping = True
         await master.stop_workers(list(master.workers), signal.SIGKILL)
         await master.close_admin()
-        master.shared.close()
     return 0
 
 

@@ -73,8 +73,15 @@ async def test_a_purge_is_in_effect_in_every_worker_before_it_is_answered(
             )
         assert answer.ok, answer.body
         after = await many(s, edge.url + "/obj.txt", 80)
+        body = b"version three"
+        push = admin_client.signed_headers(parse_key(KEY), "PUT", "/_edge/push/obj.txt", body)
+        push["Cache-Control"] = "max-age=600"
+        async with s.put(admin_url(edge) + "/_edge/push/obj.txt", data=body, headers=push) as r:
+            assert r.status == 200, await r.text()
+        pushed = await many(s, edge.url + "/obj.txt", 80)
     assert set(first + warm) == {b"version one"}
     assert set(after) == {b"version two"}  # no worker answered from its memory tier
+    assert set(pushed) == {b"version three"}  # nor an older copy after a push
     assert origin.hits("/obj.txt") == 2
 
 
@@ -140,6 +147,23 @@ async def test_a_worker_that_dies_is_started_again_logged_and_counted(
             assert set(await many(f, edge.url + "/alive.txt", 20)) == {b"alive"}
     assert before[1] in now and len(now) == 2
     assert restarts == 1
+
+
+async def test_the_replay_cache_is_the_edges_and_outlives_a_reload(stack: tuple[OriginClient, Proc]) -> None:
+    _, edge = stack
+    body = b'{"urls": ["/replayed"]}'
+    signed = admin_client.signed_headers(parse_key(KEY), "POST", "/_edge/purge", body)
+    signed["Content-Type"] = "application/json"
+    answers = []
+    async with fresh_connections() as s:
+        for reload in (False, False, True):
+            if reload:
+                edge.signal(signal.SIGHUP)
+                await asyncio.to_thread(wait_for, edge, r"reload: the old workers have exited")
+            async with s.post(admin_url(edge) + "/_edge/purge", data=body, headers=signed) as r:
+                answers.append((r.status, (await r.json()).get("detail")))
+    assert answers[0][0] == 200
+    assert answers[1:] == [(401, "replayed"), (401, "replayed")]
 
 
 # -- signals -----------------------------------------------------------------------------------------

@@ -20,7 +20,9 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -67,6 +69,7 @@ class Master:
         self.edge: Edge | None = None
         self.admin: web.AppRunner | None = None
         self.replay = signing.ReplayCache(window_s=cfg.admin.signature_window)
+        self.background: set[asyncio.Task[Any]] = set()  # old workers draining after a reload
 
     # -- workers -------------------------------------------------------------------------------------
 
@@ -246,17 +249,32 @@ class Master:
                 log.warning("reload: server.%s changed: the sockets stay; restart (SIGUSR2) to move", name)
         sdnotify.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         old = [w for w in self.workers if w.generation == self.generation]
+        generation = self.generation
         started = await self.start_generation(cfg)
+        if started is not None:
+            try:
+                await self.open_admin(cfg)
+            except Exception as e:  # a store that cannot open, say: the running edge stays as it is
+                log.error("reload: the admin listener failed on the new config (%s)", e)
+                self.generation = generation
+                await self.stop_workers(started, signal.SIGKILL)
+                started = None
         if started is None:
             log.error("reload: the new workers failed; the old ones keep serving")
             sdnotify.notify("READY=1")
             return
         self.cfg = cfg
-        await self.open_admin(cfg)
-        drain = asyncio.create_task(self.stop_workers(old))
+        drain = self.later(self.stop_workers(old))
         drain.add_done_callback(lambda _: log.info("reload: the old workers have exited"))
         log.info("reload: %d new workers serving in %.2f s", len(started), time.monotonic() - began)
         sdnotify.notify("READY=1")
+
+    def later(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run `work` in the background, kept referenced until it ends."""
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
 
     async def warm(self, cfg: Config) -> asyncio.Task[None] | None:
         """`warm_from`: every worker's health says 503 "warming" until the master fetched the manifest."""
@@ -265,7 +283,7 @@ class Master:
         await self.broadcast("warming")
         task = readiness.start_warming(self.edge, cfg.server)
         if task is not None:
-            task.add_done_callback(lambda _: asyncio.ensure_future(self.broadcast("ready")))
+            task.add_done_callback(lambda _: self.later(self.broadcast("ready")))
         return task
 
     async def stop(self, grace: bool) -> None:

@@ -247,7 +247,7 @@ class Master:
         for name in ("listen", "admin_listen"):
             if getattr(cfg.server, name) != getattr(self.cfg.server, name):
                 log.warning("reload: server.%s changed: the sockets stay; restart (SIGUSR2) to move", name)
-        sdnotify.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        sdnotify.notify(runner.reloading())
         old = [w for w in self.workers if w.generation == self.generation]
         generation = self.generation
         started = await self.start_generation(cfg)

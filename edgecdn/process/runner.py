@@ -12,6 +12,7 @@ import os
 import resource
 import socket
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -101,9 +102,11 @@ async def serve(cfg: Config, reload: Reload | None = None) -> int:
                 if edge.access_log is not None:
                     edge.access_log.reopen()
             elif action in (Action.RELOAD, Action.RESTART):
-                go = action is Action.RESTART or checked(reload) is not None
-                if go and await handover.start_successor(listeners):
-                    break  # the successor accepts on the same sockets now: finish what is in flight
+                if action is Action.RESTART or checked(reload) is not None:
+                    sdnotify.notify(reloading())  # the successor's MAINPID= and READY=1 end it
+                    if await handover.start_successor(listeners):
+                        break  # the successor accepts on the same sockets now: finish what is in flight
+                    sdnotify.notify("READY=1")
             elif action is Action.QUIT:
                 grace = 0.0
                 break
@@ -132,6 +135,11 @@ def announce(listeners: handover.Listeners) -> None:
     )
     sdnotify.notify(f"MAINPID={os.getpid()}\nREADY=1" if listeners.inherited else "READY=1")
     handover.say_ready()
+
+
+def reloading() -> str:
+    """systemd's reload notification (it wants the monotonic clock with it)."""
+    return f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}"
 
 
 def checked(reload: Reload | None) -> Config | None:

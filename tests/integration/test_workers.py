@@ -9,6 +9,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -303,7 +304,7 @@ def lines_in(path: Path, n: int) -> None:
     pytest.fail(f"{path}: fewer than {n} lines")
 
 
-async def test_an_invalid_config_on_hup_keeps_the_edge_serving_and_usr1_reopens_the_log(
+async def test_an_invalid_config_on_hup_or_usr2_keeps_the_edge_serving_and_usr1_reopens_the_log(
     logged_edge: tuple[Proc, Path, Path],
 ) -> None:
     edge, config, log = logged_edge
@@ -312,6 +313,9 @@ async def test_an_invalid_config_on_hup_keeps_the_edge_serving_and_usr1_reopens_
         config.write_text("[server]\nworkers = 2\nno_such_key = 1\n")
         edge.signal(signal.SIGHUP)
         await asyncio.to_thread(wait_for, edge, r"reload: the config is invalid.*no_such_key")
+        assert (await get(s, edge.url + "/a.txt")).status == 200
+        edge.signal(signal.SIGUSR2)  # the new edge refuses the same config and exits 2
+        await asyncio.to_thread(wait_for, edge, r"restart: the new edge .* did not start; this one keeps")
         assert (await get(s, edge.url + "/a.txt")).status == 200
         assert edge.returncode is None
         await asyncio.to_thread(lines_in, log, 2)
@@ -353,3 +357,32 @@ async def test_sigterm_says_draining_then_stops_the_workers_and_exits_0(tmp_path
         origin_proc.stop()
     assert code == 0
     assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)  # noqa: ASYNC240 - /proc
+
+
+async def test_systemd_hears_ready_reloading_ready_stopping_from_the_master(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(BOUND_S)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    root = tmp_path / "root"
+    root.mkdir()
+    origin_proc = Proc("origin", "serve", str(root), "--listen", "127.0.0.1:0")
+    edge = start_edge(origin_proc.url, tmp_path / "cache", "--workers", "2", "--no-access-log")
+    try:
+        heard = [notify.recv(256)]  # the origin's READY=1
+        heard.append(notify.recv(256))
+        edge.signal(signal.SIGHUP)
+        heard += [notify.recv(256), notify.recv(256)]
+        edge.signal(signal.SIGTERM)
+        code = await asyncio.to_thread(edge.popen.wait, BOUND_S)
+        heard.append(notify.recv(256))
+    finally:
+        edge.stop()
+        origin_proc.stop()
+        notify.close()
+    assert heard[:2] == [b"READY=1", b"READY=1"]
+    assert re.fullmatch(rb"RELOADING=1\nMONOTONIC_USEC=\d+", heard[2])
+    assert heard[3:] == [b"READY=1", b"STOPPING=1"]
+    assert code == 0

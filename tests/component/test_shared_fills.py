@@ -12,11 +12,12 @@ from edgecdn.fetch.shared_fill import SharedFills
 async def test_a_second_worker_waits_for_the_first_and_is_told_it_waited(tmp_path: Path) -> None:
     a, b = SharedFills(str(tmp_path), wait_s=30), SharedFills(str(tmp_path), wait_s=30)
     order: list[str] = []
-    release = asyncio.Event()
+    release, inside = asyncio.Event(), asyncio.Event()
 
     async def first() -> None:
         async with a.turn("/k") as waited:
             order.append(f"a in, waited={waited}")
+            inside.set()
             await release.wait()
             order.append("a out")
 
@@ -25,8 +26,7 @@ async def test_a_second_worker_waits_for_the_first_and_is_told_it_waited(tmp_pat
             order.append(f"b in, waited={waited}")
 
     holder = asyncio.create_task(first())
-    while not order:
-        await asyncio.sleep(0)
+    await inside.wait()
     waiter = asyncio.create_task(second())
     for _ in range(20):  # b polls meanwhile and must not get in
         await asyncio.sleep(0.005)

@@ -45,16 +45,10 @@ class SharedFills:
         stripe = int(key_digest(key)[:8], 16) % LOCK_STRIPES
         waited = False
         if not self._held.get(stripe):
-            fd = self._fd(stripe)
-            delay = POLL_FIRST_S
-            loop = asyncio.get_running_loop()
-            give_up = loop.time() + self.wait_s
-            while not _try_lock(fd):
-                waited = True
-                if loop.time() >= give_up or self._held.get(stripe):
-                    break  # too long (go to the origin anyway), or a fill of this process got it
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, POLL_MAX_S)
+            got, waited = await self._lock(stripe)
+            if not got and not self._held.get(stripe):
+                yield True  # waited too long: go ahead without the lock (and do not release it after)
+                return
         self._held[stripe] = self._held.get(stripe, 0) + 1
         try:
             yield waited
@@ -63,6 +57,22 @@ class SharedFills:
             if not self._held[stripe]:
                 del self._held[stripe]
                 fcntl.flock(self._fds[stripe], fcntl.LOCK_UN)
+
+    async def _lock(self, stripe: int) -> tuple[bool, bool]:
+        """Take the stripe's flock: (got it, waited for it). Not got: the wait was too long, or a fill of
+        this process took it meanwhile (then this one shares it)."""
+        fd = self._fd(stripe)
+        if _try_lock(fd):
+            return True, False
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.wait_s
+        delay = POLL_FIRST_S
+        while loop.time() < give_up and not self._held.get(stripe):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, POLL_MAX_S)
+            if not self._held.get(stripe) and _try_lock(fd):
+                return True, True
+        return False, True
 
     def _fd(self, stripe: int) -> int:
         fd = self._fds.get(stripe)

@@ -53,6 +53,8 @@ async def test_the_wait_is_bounded_then_the_fill_goes_ahead(tmp_path: Path) -> N
     async with a.turn("/k"):
         async with b.turn("/k") as waited:  # gave up waiting: asks the origin itself
             assert waited is True
+            async with b.turn("/k") as again:  # b does not hold it: its next fill waits too
+                assert again is True
         async with b.turn("/other") as waited:  # another stripe (almost surely) is free
             assert waited is False
     a.close()

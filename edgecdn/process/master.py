@@ -30,6 +30,7 @@ from edgecdn.config import Config
 from edgecdn.control import sdnotify, signing
 from edgecdn.control.purge import PurgeRequest
 from edgecdn.process import handover, runner, signals
+from edgecdn.process.gather import GATHER_TIMEOUT_S, merge
 from edgecdn.process.ipc import Channel, Message
 from edgecdn.process.signals import Action
 from edgecdn.process.worker import ENV_FDS
@@ -177,8 +178,7 @@ class Master:
 
     async def broadcast(self, op: str, **fields: object) -> list[Message]:
         workers = list(self.workers)
-        asks = [asyncio.ensure_future(self._ask(w, op, fields)) for w in workers]
-        answers = await asyncio.gather(*asks)
+        answers = await asyncio.gather(*(self._ask(w, op, fields, ACK_TIMEOUT_S) for w in workers))
         late = [
             w
             for w, a in zip(workers, answers, strict=True)
@@ -192,9 +192,9 @@ class Master:
             await w.proc.wait()  # gone before the caller answers: it cannot serve an old object
         return [a for a in answers if a is not None and "error" not in a]
 
-    async def _ask(self, worker: Worker, op: str, fields: dict[str, object]) -> Message | None:
+    async def _ask(self, worker: Worker, op: str, fields: dict[str, object], bound: float) -> Message | None:
         try:
-            async with asyncio.timeout(ACK_TIMEOUT_S):
+            async with asyncio.timeout(bound):
                 return await worker.channel.ask(op, **fields)
         except TimeoutError:
             return None
@@ -210,6 +210,13 @@ class Master:
     async def forget(self, keys: list[str]) -> None:
         await self.broadcast("forget", keys=keys)
 
+    async def metrics(self, own: bytes) -> bytes:
+        """/metrics for the whole edge: the master's series merged with each worker's (process/gather.py)."""
+        workers = list(self.workers)
+        answers = await asyncio.gather(*(self._ask(w, "metrics", {}, GATHER_TIMEOUT_S) for w in workers))
+        texts = [a["text"] for a in answers if a is not None and isinstance(a.get("text"), str)]
+        return merge([own.decode(), *texts])
+
     # -- the admin listener ----------------------------------------------------------------------------
 
     async def open_admin(self, cfg: Config) -> None:
@@ -221,7 +228,7 @@ class Master:
         edge = Edge(cfg)
         await edge.start(sweep=False)
         edge.purger.peers = self
-        admin = admin_runner(edge, self.replay)
+        admin = admin_runner(edge, self.replay, self.metrics)
         await admin.setup()
         await web.SockSite(admin, self.listeners.admin.dup()).start()
         self.edge, self.admin = edge, admin

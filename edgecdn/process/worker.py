@@ -97,6 +97,9 @@ async def _apply(edge: Edge, message: Message) -> Message:
             for key in keys:
                 edge.store.forget_memory(key)
             return {"ok": True}
+        case "metrics":  # this worker's series; the master merges them (the disk tier's are the master's)
+            edge.metrics.memory_bytes.set(edge.store.memory.bytes)
+            return {"text": edge.metrics.render().decode()}
         case "draining" | "warming":
             edge.ready, edge.unready = False, message["op"]
             return {"ok": True}

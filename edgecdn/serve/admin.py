@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -27,6 +27,7 @@ from edgecdn.serve.app import Edge
 log = logging.getLogger("edgecdn.admin")
 
 PUSH_PREFIX = "/_edge/push/"
+Gather = Callable[[bytes], Awaitable[bytes]]  # a master: its own /metrics → the whole edge's
 
 
 def json_error(status: int, error: str, detail: object = None) -> web.Response:
@@ -120,10 +121,13 @@ async def capped_body(request: web.BaseRequest, limit: int) -> AsyncIterator[byt
         yield chunk
 
 
-def admin_app(edge: Edge, replay: signing.ReplayCache | None = None) -> web.Application:
+def admin_app(
+    edge: Edge, replay: signing.ReplayCache | None = None, workers: Gather | None = None
+) -> web.Application:
     """The admin listener: GET /metrics, /_edge/health, /_edge/stats; signed purge and push.
 
-    `replay`: the edge's replay cache, kept by a master across reloads (one per edge, not per config)."""
+    `replay`: the edge's replay cache, kept by a master across reloads (one per edge, not per config);
+    `workers`: a master's merge of its workers' metrics into its own."""
     cfg = edge.cfg
     guard = Guard(
         cfg.admin.keys, window=cfg.admin.signature_window, max_body=cfg.admin.max_body, replay=replay
@@ -133,7 +137,10 @@ def admin_app(edge: Edge, replay: signing.ReplayCache | None = None) -> web.Appl
         edge.metrics.memory_bytes.set(edge.store.memory.bytes)
         with contextlib.suppress(StorageError):  # recorded by the store; the other metrics still count
             edge.metrics.disk_bytes.set(await edge.store.disk_bytes())
-        return web.Response(body=edge.metrics.render(), content_type="text/plain", charset="utf-8")
+        body = edge.metrics.render()
+        if workers is not None:
+            body = await workers(body)
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
     async def health(_: web.Request) -> web.Response:
         return edge.health()
@@ -227,7 +234,9 @@ def add_prefetch_routes(app: web.Application, edge: Edge, guard: Guard) -> None:
     app.router.add_get(PREFETCH_PATH + "/{task}", status)
 
 
-def admin_runner(edge: Edge, replay: signing.ReplayCache | None = None) -> web.AppRunner:
+def admin_runner(
+    edge: Edge, replay: signing.ReplayCache | None = None, workers: Gather | None = None
+) -> web.AppRunner:
     """The admin listener's runner: bodies reach the handlers as received, never inflated by aiohttp
     (a gzip bomb costs nothing before its 401, and a signature covers the bytes that were sent)."""
-    return web.AppRunner(admin_app(edge, replay), access_log=None, auto_decompress=False)
+    return web.AppRunner(admin_app(edge, replay, workers), access_log=None, auto_decompress=False)

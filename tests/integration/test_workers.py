@@ -16,6 +16,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from edgecdn.control import admin_client
 from edgecdn.control.signing import generate_key, parse_key
@@ -165,6 +166,30 @@ async def test_the_replay_cache_is_the_edges_and_outlives_a_reload(stack: tuple[
                 answers.append((r.status, (await r.json()).get("detail")))
     assert answers[0][0] == 200
     assert answers[1:] == [(401, "replayed"), (401, "replayed")]
+
+
+async def test_metrics_are_the_whole_edges_summed_over_workers(stack: tuple[OriginClient, Proc]) -> None:
+    origin, edge = stack
+    (origin.root / "counted.txt").write_text("counted")
+
+    async def scrape() -> dict[str, float]:
+        async with session() as s, s.get(admin_url(edge) + "/metrics") as r:
+            text = await r.text()
+        return {
+            f"{sample.name}{sorted(sample.labels.items())}": sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def requests(samples: dict[str, float]) -> float:
+        return sum(v for k, v in samples.items() if k.startswith("edgecdn_requests_total"))
+
+    before = await scrape()
+    async with fresh_connections() as f:
+        await many(f, edge.url + "/counted.txt", 40)
+    after = await scrape()
+    assert requests(after) - requests(before) == 40  # counted in the workers, shown by the master
+    assert {v for k, v in after.items() if k.startswith("edgecdn_build_info")} == {1.0}  # not summed
 
 
 # -- signals -----------------------------------------------------------------------------------------

@@ -46,6 +46,9 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DEST",
         help='where access lines go: "stdout" (default), "stderr", "off" or a file path',
     )
+    p.add_argument(
+        "--workers", metavar="N", help='worker processes behind a master: N or "auto" (server.workers)'
+    )
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio event loop")
     p.add_argument(
         "--follow-changes",
@@ -90,6 +93,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         server = dataclasses.replace(server, access_log=dest)
     if args.no_access_log:
         server = dataclasses.replace(server, access_log=False)
+    if args.workers is not None:
+        server = dataclasses.replace(server, workers=config_mod.parse_workers(args.workers, "--workers"))
     if args.no_uvloop:
         server = dataclasses.replace(server, uvloop=False)
     if args.warm_from:
@@ -139,9 +144,11 @@ def check_admin_keys(cfg: Config) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from edgecdn.process.runner import run
+    from edgecdn.process import master, runner
 
-    return run(config_from_args(args))
+    cfg = config_from_args(args)
+    run = master.run if cfg.server.workers > 1 else runner.run
+    return run(cfg, lambda: config_from_args(args))  # SIGHUP re-reads the file, flags on top
 
 
 def _check_config_arguments(p: argparse.ArgumentParser) -> None:

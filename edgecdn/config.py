@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -45,6 +46,20 @@ def parse_size(value: object, key: str) -> int:
         if m and m.group(2).lower() in _SIZE_UNITS:
             return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
     raise ConfigError(f'{key}: expected a size like 1048576 or "256MiB", got {value!r}')
+
+
+MAX_WORKERS = 256
+
+
+def parse_workers(value: object, key: str) -> int:
+    """`4` or `"auto"` (one worker per CPU) → how many worker processes serve the public listener."""
+    if value == "auto":
+        return max(1, os.cpu_count() or 1)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS:
+        return value
+    raise ConfigError(f'{key}: expected 1..{MAX_WORKERS} or "auto", got {value!r}')
 
 
 def parse_duration(value: object, key: str) -> float:
@@ -227,6 +242,8 @@ class ServerConfig:
     drain_delay: float = field(default=0.0, metadata=_secs())
     warm_from: str = ""
     warm_timeout: float = field(default=60.0, metadata=_secs(0.001))
+    # Master and workers (issue 11): 1 is one process (no master); N or "auto" (one per CPU) workers.
+    workers: int = field(default=1, metadata={"parse": parse_workers})
 
 
 ADMIN_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,32}:[A-Za-z0-9_-]{43}")  # the shape `edgecdn keygen` prints

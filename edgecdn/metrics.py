@@ -135,6 +135,10 @@ class Metrics:
             "Access log lines not written (full disk, closed stdout, writer behind)",
             registry=r,
         )
+        # Master and workers (process/master.py): a worker that died and was started again.
+        self.worker_restarts = Counter(
+            "edgecdn_worker_restarts", "Worker processes restarted after they died", registry=r
+        )
 
         # What an operator reads first (serve/observe.py, fetch/pool.py, serve/admin.py, cache/).
         self.sent_bytes = Counter(
@@ -183,9 +187,6 @@ class Metrics:
         )
         self.follow_changes = Counter(
             "edgecdn_follow_changes", "Origin change-log entries applied by catch-up", registry=r
-        )
-        self.worker_restarts = Counter(
-            "edgecdn_worker_restarts", "Workers the master restarted after they died", registry=r
         )
 
     def render(self) -> bytes:

@@ -276,6 +276,16 @@ class Store:
                 self.memory.discard(key)
         self.memory.discard(primary)
 
+    def forget_memory(self, primary: str) -> None:
+        """Drop a primary key and its variants from this process's memory tier only (the disk tier holds
+        a newer object another process stored); a disk read racing this does not promote what it read."""
+        self.generation += 1
+        item = self.memory.get(primary)
+        if isinstance(item, VaryMarker):
+            for key in item.variants:
+                self.memory.discard(key)
+        self.memory.discard(primary)
+
     def _remove_disk(self, primary: str) -> list[str]:
         old = self.disk.delete(primary)
         keys = [primary] if old is not None else []
@@ -296,17 +306,21 @@ class Store:
     async def disk_bytes(self) -> int:
         return await self.blocking(self.disk.volume)
 
+    def memory_usage(self) -> dict[str, int]:
+        """This process's memory tier: items, bytes, limit and evicted (since start); no I/O."""
+        memory = self.memory
+        return {
+            "items": len(memory),
+            "bytes": memory.bytes,
+            "limit": memory.max_bytes,
+            "evicted": memory.evicted,
+        }
+
     async def usage(self) -> dict[str, dict[str, int]]:
         """Per tier: items, bytes, limit and evicted (since start); the disk tier's in one thread hop."""
         disk_items, disk_bytes = await self.blocking(lambda: (self.disk.count(), self.disk.volume()))
-        memory = self.memory
         return {
-            "memory": {
-                "items": len(memory),
-                "bytes": memory.bytes,
-                "limit": memory.max_bytes,
-                "evicted": memory.evicted,
-            },
+            "memory": self.memory_usage(),
             "disk": {
                 "items": disk_items,
                 "bytes": disk_bytes,

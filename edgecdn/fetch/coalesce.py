@@ -35,6 +35,7 @@ from edgecdn.fetch.client import (
 )
 from edgecdn.fetch.pool import OriginPool
 from edgecdn.fetch.resume import ResumeTarget, resumable_body
+from edgecdn.fetch.shared_fill import SharedFills, stored_elsewhere
 from edgecdn.http.fields import Headers, get_one
 from edgecdn.metrics import Metrics
 from edgecdn.policy import immutable
@@ -163,10 +164,18 @@ class Coalescer:
         # Counts flights leaving the table; a lookup that raced one of them looks again.
         self.settled = 0
         self._settles = [0] * SETTLE_BUCKETS
+        self.shared: SharedFills | None = None  # set in a worker of several: fills coalesce across them
 
     @property
     def in_flight(self) -> int:
+        """Fills that new requests can join (what overload shedding counts)."""
         return len(self._flights)
+
+    @property
+    def running(self) -> int:
+        """Fill tasks not ended yet: a small object already answered from memory may still be on its way
+        into the disk tier."""
+        return len(self._active)
 
     def flying(self, key: str) -> bool:
         """Is a shared fill for `key` running? (Joining it costs the origin nothing.)"""
@@ -295,7 +304,14 @@ class Coalescer:
     async def _run(self, flight: Flight, req: FillRequest, adopted: OriginResponse | None = None) -> None:
         self.metrics.flights.inc()
         try:
-            await self._fetch(flight, req, adopted)
+            if adopted is None and self.shared is not None and self._flights.get(flight.key) is flight:
+                async with self.shared.turn(flight.key) as waited:  # one fill per edge, not per worker
+                    # A miss may have raced another worker's fill ending: what it stored is the answer.
+                    look = waited or req.revalidate is None
+                    if not (look and await self._stored_elsewhere(flight, req)):
+                        await self._fetch(flight, req)
+            else:
+                await self._fetch(flight, req, adopted)
         except asyncio.CancelledError:
             self._settle(flight, Failed(OriginError("fill cancelled")))
             raise
@@ -308,6 +324,23 @@ class Coalescer:
             self.metrics.flights.dec()
             self._unregister(flight)
             self._active.discard(flight)
+
+    async def _stored_elsewhere(self, flight: Flight, req: FillRequest) -> bool:
+        """Another worker filled this key while we waited for its lock: answer from what it stored."""
+        found = await stored_elsewhere(self.store, flight.key, CIMultiDict(req.headers), req.revalidate)
+        if found is None:
+            return False
+        entry, fill = found
+        if flight.doomed:  # a purge came meanwhile: what was stored may be its victim
+            fill.acquire()
+            fill.release()
+            return False
+        flight._attach(fill)
+        fill.acquire()
+        self.metrics.fills.labels("shared").inc()
+        self._settle(flight, Storing(entry, fill, entry.stored.size))
+        fill.release()
+        return True
 
     def _unregister(self, flight: Flight) -> None:
         varying = self._varying.get(flight.primary)

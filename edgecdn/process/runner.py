@@ -1,21 +1,28 @@
-"""Run one edge process: bind both listeners, print readiness, drain gracefully on SIGTERM/SIGINT."""
+"""Run one edge process: both listeners, readiness, signals (process/signals.py), a bounded drain.
+
+With `server.workers` > 1 the master (process/master.py) runs instead, and its workers reuse the pieces here.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
+import os
 import resource
-import signal
+import socket
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
 
-from edgecdn.config import Config, parse_hostport
+from edgecdn.config import Config
 from edgecdn.control import sdnotify
-from edgecdn.errors import EdgeError
+from edgecdn.errors import ConfigError, UsageError
+from edgecdn.process import handover, signals
+from edgecdn.process.signals import Action
 from edgecdn.serve import readiness
 from edgecdn.serve.admin import admin_runner
 from edgecdn.serve.app import Edge, public_protocol
@@ -23,18 +30,19 @@ from edgecdn.serve.connection import Connections
 
 log = logging.getLogger("edgecdn")
 SHUTDOWN_GRACE_S = 10.0
-BACKLOG = 1024
+BACKLOG = handover.BACKLOG
+Reload = Callable[[], Config]
 GC_YOUNG = 10_000  # allocations between young-generation collections (CPython's default: 700)
 
 
-def run(cfg: Config) -> int:
-    """Serve until told to stop; returns the exit code."""
+def run(cfg: Config, reload: Reload | None = None) -> int:
+    """Serve until told to stop; returns the exit code. `reload` re-reads the config (SIGHUP)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     raise_fd_limit()
-    return _run_loop(lambda: serve(cfg), use_uvloop=cfg.server.uvloop)
+    return run_loop(lambda: serve(cfg, reload), use_uvloop=cfg.server.uvloop)
 
 
-def _run_loop(main: Callable[[], Coroutine[Any, Any, int]], *, use_uvloop: bool) -> int:
+def run_loop(main: Callable[[], Coroutine[Any, Any, int]], *, use_uvloop: bool) -> int:
     factory = None
     if use_uvloop:
         try:
@@ -70,59 +78,98 @@ def raise_fd_limit() -> None:
             log.warning("open-files limit stays at %d: %s", soft, e)
 
 
-async def serve(cfg: Config) -> int:
+async def serve(cfg: Config, reload: Reload | None = None) -> int:
+    """One process serving both listeners; SIGHUP/SIGUSR2 hand the sockets to a successor process."""
+    listeners = handover.open_listeners(cfg)
     edge = Edge(cfg)
-    await edge.start()
+    await edge.start(sweep=not listeners.inherited)  # a predecessor still finishing has live fills
     settle_heap()
     connections = Connections()
     admin = admin_runner(edge)
     await admin.setup()
     public: asyncio.Server | None = None
     warming = None
+    grace = SHUTDOWN_GRACE_S
     try:
         warming = readiness.start_warming(edge, cfg.server)  # health 503 "warming" until warm_from is fetched
-        ahost, aport = parse_hostport(cfg.server.admin_listen, "server.admin_listen")
-        try:
-            public = await listen_public(edge, connections)
-            await web.TCPSite(admin, ahost, aport).start()
-        except OSError as e:
-            raise EdgeError(f"cannot listen: {e.strerror or e}") from None
-        stop = asyncio.Event()  # handlers before readiness: a SIGTERM right after it still drains
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        print(
-            f"edgecdn listening on {_url(public.sockets[0].getsockname())} "
-            f"(admin {_url(admin.addresses[0])})",
-            flush=True,
-        )
-        sdnotify.notify("READY=1")
-        await stop.wait()
-        await readiness.drain(edge, cfg.server.drain_delay)  # health 503 first, so the balancer moves away
-        log.info("draining")
-        sdnotify.notify("STOPPING=1")
+        actions = signals.install()  # before readiness: a SIGTERM right after it still drains
+        public = await listen_public(edge, connections, listeners.public)
+        await web.SockSite(admin, listeners.admin).start()
+        announce(listeners)
+        while True:
+            action = await actions.get()
+            if action is Action.REOPEN:
+                if edge.access_log is not None:
+                    edge.access_log.reopen()
+            elif action in (Action.RELOAD, Action.RESTART):
+                if action is Action.RESTART or checked(reload) is not None:
+                    sdnotify.notify(reloading())  # the successor's MAINPID= and READY=1 end it
+                    if await handover.start_successor(listeners):
+                        break  # the successor accepts on the same sockets now: finish what is in flight
+                    sdnotify.notify("READY=1")
+            elif action is Action.QUIT:
+                grace = 0.0
+                break
+            else:
+                # health 503 first, so balancers move away; SIGQUIT meanwhile: stop now
+                if not await signals.unless_quit(actions, readiness.drain(edge, cfg.server.drain_delay)):
+                    grace = 0.0
+                log.info("draining")
+                sdnotify.notify("STOPPING=1")
+                break
     finally:
         await readiness.stop_warming(warming)
-        await drain(edge, public, connections)
+        await drain(edge, public, connections, grace)
         await admin.cleanup()
         await edge.close()
     return 0
 
 
-async def listen_public(edge: Edge, connections: Connections) -> asyncio.Server:
-    """The public listener: the edge's HTTP/1.1 protocol on `server.listen` (one place to add more)."""
-    host, port = parse_hostport(edge.cfg.server.listen, "server.listen")
+def announce(listeners: handover.Listeners) -> None:
+    """Ready: the line tests and operators wait for, systemd's READY=1, and the predecessor's go-ahead."""
+    admin = listeners.admin.getsockname()
+    print(
+        f"edgecdn listening on {_url(listeners.public.getsockname())} (admin {_url(admin)}) "
+        f"pid {os.getpid()}",
+        flush=True,
+    )
+    sdnotify.notify(f"MAINPID={os.getpid()}\nREADY=1" if listeners.inherited else "READY=1")
+    handover.say_ready()
+
+
+def reloading() -> str:
+    """systemd's reload notification (it wants the monotonic clock with it)."""
+    return f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}"
+
+
+def checked(reload: Reload | None) -> Config | None:
+    """SIGHUP: the config re-read and validated as `check-config` does; None (logged) if it is invalid."""
+    if reload is None:
+        return None
+    try:
+        cfg = reload()
+    except (ConfigError, UsageError) as e:
+        log.error("reload: the config is invalid, nothing changed: %s", e)
+        return None
+    log.info("reload: the config is valid")
+    return cfg
+
+
+async def listen_public(edge: Edge, connections: Connections, sock: socket.socket) -> asyncio.Server:
+    """The public listener: the edge's HTTP/1.1 protocol on a bound (or inherited) socket."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(public_protocol(edge, connections), host, port, backlog=BACKLOG)
+    return await loop.create_server(public_protocol(edge, connections), sock=sock, backlog=BACKLOG)
 
 
-async def drain(edge: Edge, public: asyncio.Server | None, connections: Connections) -> None:
+async def drain(
+    edge: Edge, public: asyncio.Server | None, connections: Connections, grace: float = SHUTDOWN_GRACE_S
+) -> None:
     """Stop accepting, let requests in flight finish (bounded), then close what is left."""
     edge.ready, edge.unready = False, "draining"
     if public is not None:
         public.close()
     connections.drain()
-    await connections.wait_closed(SHUTDOWN_GRACE_S)
+    await connections.wait_closed(grace)
     if public is not None:
         await public.wait_closed()
 

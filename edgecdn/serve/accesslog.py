@@ -56,6 +56,7 @@ class AccessLog:
         self._stamp = ""
         self._batches: queue.Queue[list[str]] = queue.Queue(MAX_PENDING)
         self._stop = threading.Event()
+        self._reopen = threading.Event()  # SIGUSR1: the file was moved by logrotate, open the path again
         self._stopped = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._warned: set[int] = set()  # one warning per errno
@@ -91,6 +92,12 @@ class AccessLog:
             self._batches.put_nowait(lines)
         except queue.Full:
             self._dropped.inc(len(lines))
+
+    def reopen(self) -> None:
+        """Open the destination path again before the next write (a file only; stdout/stderr stay)."""
+        log.info("access log: reopening %s", self.dest)
+        self.flush()
+        self._reopen.set()
 
     async def close(self) -> None:
         """Write everything formatted so far, then stop the writer thread (bounded by CLOSE_S)."""
@@ -139,7 +146,9 @@ class AccessLog:
             except queue.Empty:
                 if self._stop.is_set():
                     break
+                fd = self._reopened(fd)
                 continue
+            fd = self._reopened(fd)
             data = memoryview("".join(batch).encode("latin-1", "replace"))
             try:
                 if fd < 0:
@@ -156,6 +165,14 @@ class AccessLog:
                     fd = -1
         if fd > 2:
             os.close(fd)
+
+    def _reopened(self, fd: int) -> int:
+        if not self._reopen.is_set():
+            return fd
+        self._reopen.clear()
+        if fd > 2:
+            os.close(fd)
+        return self._open()
 
     def _open(self) -> int:
         if self.dest == "stdout":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -27,6 +27,7 @@ from edgecdn.serve.app import Edge
 log = logging.getLogger("edgecdn.admin")
 
 PUSH_PREFIX = "/_edge/push/"
+Gather = Callable[[bytes], Awaitable[bytes]]  # a master: its own /metrics → the whole edge's
 
 
 def json_error(status: int, error: str, detail: object = None) -> web.Response:
@@ -38,14 +39,21 @@ def json_error(status: int, error: str, detail: object = None) -> web.Response:
 class Guard:
     """Verifies signed admin requests: key ring, time window, replay cache, streamed body cap."""
 
-    def __init__(self, keys: tuple[str, ...], *, window: float, max_body: int) -> None:
+    def __init__(
+        self,
+        keys: tuple[str, ...],
+        *,
+        window: float,
+        max_body: int,
+        replay: signing.ReplayCache | None = None,
+    ) -> None:
         try:
             self.ring = signing.parse_keys(keys)
         except UsageError as e:
             raise ConfigError(f"admin.keys: {e}") from None
         self.window = window
         self.max_body = max_body
-        self.replay = signing.ReplayCache(window_s=window)
+        self.replay = replay if replay is not None else signing.ReplayCache(window_s=window)
 
     def precheck(self, request: web.BaseRequest) -> None:
         """Refuse before reading a body: no key configured, no/malformed signature, unknown key, expired."""
@@ -113,15 +121,25 @@ async def capped_body(request: web.BaseRequest, limit: int) -> AsyncIterator[byt
         yield chunk
 
 
-def admin_app(edge: Edge) -> web.Application:
-    """The admin listener: GET /metrics, /_edge/health, /_edge/stats; signed purge and push."""
+def admin_app(
+    edge: Edge, replay: signing.ReplayCache | None = None, workers: Gather | None = None
+) -> web.Application:
+    """The admin listener: GET /metrics, /_edge/health, /_edge/stats; signed purge and push.
+
+    `replay`: the edge's replay cache, kept by a master across reloads (one per edge, not per config);
+    `workers`: a master's merge of its workers' metrics into its own."""
     cfg = edge.cfg
-    guard = Guard(cfg.admin.keys, window=cfg.admin.signature_window, max_body=cfg.admin.max_body)
+    guard = Guard(
+        cfg.admin.keys, window=cfg.admin.signature_window, max_body=cfg.admin.max_body, replay=replay
+    )
 
     async def metrics(_: web.Request) -> web.Response:
         with contextlib.suppress(StorageError):  # recorded by the store; the other metrics still count
             await edge.reporter.usage()
-        return web.Response(body=edge.metrics.render(), content_type="text/plain", charset="utf-8")
+        body = edge.metrics.render()
+        if workers is not None:
+            body = await workers(body)
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
     async def health(_: web.Request) -> web.Response:
         return edge.health()
@@ -152,7 +170,9 @@ def admin_app(edge: Edge) -> web.Application:
         guard.precheck(request)
         push = edge.pusher.start(request.raw_path[len(PUSH_PREFIX) - 1 :], request.headers)
         body = capped_body(request, cfg.cache.max_object_size)
-        return web.json_response(await edge.pusher.receive(push, body, guard, request))
+        result = await edge.pusher.receive(push, body, guard, request)
+        await edge.purger.pushed([push.key])  # workers drop an older copy before the answer
+        return web.json_response(result)
 
     async def push_urls(request: web.Request) -> web.Response:
         data = await guard.read_json(request)
@@ -161,6 +181,7 @@ def admin_app(edge: Edge) -> web.Application:
             raise AdminError(400, "bad push request", 'expected {"urls": ["/path", ...]}')
         results = await edge.pusher.refetch(urls)
         edge.metrics.pushes.labels("refetch").inc()
+        await edge.purger.pushed([str(r["url"]) for r in results if r.get("state") == "stored"])
         return web.json_response({"results": results})
 
     @web.middleware
@@ -217,7 +238,9 @@ def add_prefetch_routes(app: web.Application, edge: Edge, guard: Guard) -> None:
     app.router.add_get(PREFETCH_PATH + "/{task}", status)
 
 
-def admin_runner(edge: Edge) -> web.AppRunner:
+def admin_runner(
+    edge: Edge, replay: signing.ReplayCache | None = None, workers: Gather | None = None
+) -> web.AppRunner:
     """The admin listener's runner: bodies reach the handlers as received, never inflated by aiohttp
     (a gzip bomb costs nothing before its 401, and a signature covers the bytes that were sent)."""
-    return web.AppRunner(admin_app(edge), access_log=None, auto_decompress=False)
+    return web.AppRunner(admin_app(edge, replay, workers), access_log=None, auto_decompress=False)

@@ -67,12 +67,13 @@ class Edge:
         }
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def start(self) -> None:
+    async def start(self, *, sweep: bool = True) -> None:
+        """sweep=False: other processes of this edge may be filling (a worker, a successor edge)."""
         self._loop = asyncio.get_running_loop()
         dest = self.cfg.server.access_log
         if dest is not False:
             self.access_log = AccessLog("stdout" if dest is True else dest, self.metrics.access_log_dropped)
-        swept = await self.store.sweep()
+        swept = await self.store.sweep() if sweep else 0
         if swept:
             log.info("removed %d unfinished bodies left by an earlier crash", swept)
         await self.client.start()

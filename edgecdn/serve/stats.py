@@ -45,6 +45,11 @@ class Stats:
     async def usage(self) -> dict[str, dict[str, int]]:
         """Per-tier usage, also set into the store gauges and eviction counters."""
         usage = await self.store.usage()
+        self.record(usage)
+        return usage
+
+    def record(self, usage: dict[str, dict[str, int]]) -> None:
+        """Set the store gauges and eviction counters of the tiers in `usage` (a worker: memory only)."""
         m = self.metrics
         for tier, u in usage.items():
             m.store_bytes.labels(tier).set(u["bytes"])
@@ -54,7 +59,6 @@ class Stats:
             if new > 0:
                 m.evictions.labels(tier).inc(new)
                 self._evicted[tier] = u["evicted"]
-        return usage
 
     async def snapshot(self) -> dict[str, Any]:
         """The `/_edge/stats` body."""
@@ -67,6 +71,6 @@ class Stats:
             "requests": {"total": total, "by_cache_status": requests},
             "hit_ratio": round(from_cache / total, 4) if total else None,
             "store": await self.usage(),
-            "fills_in_flight": self.coalescer.in_flight,
+            "fills_in_flight": self.coalescer.running,
             "origins": self.pool.states(),
         }

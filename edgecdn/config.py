@@ -223,6 +223,9 @@ class ServerConfig:
     drain_delay: float = field(default=0.0, metadata=_secs())
     warm_from: str = ""
     warm_timeout: float = field(default=60.0, metadata=_secs(0.001))
+    # TLS on `listen` (both PEM paths or neither; read when the listener starts): ALPN h2 and http/1.1.
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 ADMIN_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,32}:[A-Za-z0-9_-]{43}")  # the shape `edgecdn keygen` prints
@@ -372,6 +375,8 @@ def validate(config: Config) -> None:
     admin = parse_hostport(config.server.admin_listen, "server.admin_listen")
     if _same_address(public, admin):
         raise ConfigError("server.admin_listen: must differ from server.listen (the admin API is separate)")
+    if bool(config.server.tls_cert) != bool(config.server.tls_key):
+        raise ConfigError("server.tls_cert, server.tls_key: give both or neither")
     if not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", config.origin.cdn_id):
         raise ConfigError("origin.cdn_id: expected a token (letters, digits, . _ : -)")
     if config.origin.health_path and not config.origin.health_path.startswith("/"):

@@ -16,10 +16,11 @@ from aiohttp import web
 from edgecdn.config import Config, parse_hostport
 from edgecdn.control import sdnotify
 from edgecdn.errors import EdgeError
-from edgecdn.serve import readiness
+from edgecdn.serve import readiness, tls
 from edgecdn.serve.admin import admin_runner
 from edgecdn.serve.app import Edge, public_protocol
 from edgecdn.serve.connection import Connections
+from edgecdn.serve.h2connection import tls_protocol
 
 log = logging.getLogger("edgecdn")
 SHUTDOWN_GRACE_S = 10.0
@@ -91,8 +92,9 @@ async def serve(cfg: Config) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        scheme = "https" if cfg.server.tls_cert else "http"
         print(
-            f"edgecdn listening on {_url(public.sockets[0].getsockname())} "
+            f"edgecdn listening on {_url(public.sockets[0].getsockname(), scheme)} "
             f"(admin {_url(admin.addresses[0])})",
             flush=True,
         )
@@ -113,7 +115,19 @@ async def listen_public(edge: Edge, connections: Connections) -> asyncio.Server:
     """The public listener: the edge's HTTP/1.1 protocol on `server.listen` (one place to add more)."""
     host, port = parse_hostport(edge.cfg.server.listen, "server.listen")
     loop = asyncio.get_running_loop()
-    return await loop.create_server(public_protocol(edge, connections), host, port, backlog=BACKLOG)
+    factory: Callable[[], asyncio.Protocol] = public_protocol(edge, connections)
+    context = None
+    if edge.cfg.server.tls_cert:  # the certificate is read here, at every listener start
+        context = tls.server_context(edge.cfg.server.tls_cert, edge.cfg.server.tls_key)
+        factory = tls_protocol(edge, connections)
+    return await loop.create_server(
+        factory,
+        host,
+        port,
+        backlog=BACKLOG,
+        ssl=context,
+        ssl_handshake_timeout=edge.cfg.server.header_timeout if context else None,
+    )
 
 
 async def drain(edge: Edge, public: asyncio.Server | None, connections: Connections) -> None:
@@ -127,11 +141,11 @@ async def drain(edge: Edge, public: asyncio.Server | None, connections: Connecti
         await public.wait_closed()
 
 
-def _url(address: Any) -> str:
+def _url(address: Any, scheme: str = "http") -> str:
     host, port = address[:2]
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
 from h2.errors import ErrorCodes
 
 from edgecdn.policy.status import CacheStatus
@@ -332,9 +333,19 @@ class H2Connection(asyncio.Protocol):
             self.transport.abort()
 
     def _goaway(self, code: ErrorCodes) -> None:
+        """GOAWAY naming the last stream that will be answered. An error closes h2's side; NO_ERROR is
+        written as a frame of our own, since h2 would refuse to send anything more after its GOAWAY."""
         self._closing = True
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.h2.close_connection(code, last_stream_id=self.h2.highest_inbound_stream_id)
+        last = self.h2.highest_inbound_stream_id
+        if code != ErrorCodes.NO_ERROR:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.close_connection(code, last_stream_id=last)
+            return
+        self._flush()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(
+                hyperframe.frame.GoAwayFrame(0, last_stream_id=last, error_code=0).serialize()
+            )
 
     def _close(self, *, abort: bool = False) -> None:
         transport = self.transport

@@ -75,12 +75,24 @@ class H2Client:
         if data:
             self.sock.sendall(data)
 
-    def request(self, path: str, method: str = "GET", headers: Iterable[tuple[str, str]] = ()) -> int:
+    def request(
+        self, path: str, method: str = "GET", headers: Iterable[tuple[str, str]] = (), body: bytes = b""
+    ) -> int:
+        """Open a stream; a body goes out as the edge's windows allow (its WINDOW_UPDATEs are awaited)."""
         sid = self.conn.get_next_available_stream_id()
         head = [(":method", method), (":path", path), (":scheme", "https"), (":authority", self.authority)]
-        self.conn.send_headers(sid, head + list(headers), end_stream=True)
+        self.conn.send_headers(sid, head + list(headers), end_stream=not body)
         self.responses[sid] = Response()
         self.flush()
+        at = 0
+        while at < len(body):
+            window = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+            if window <= 0:
+                assert self.pump(lambda: self.conn.local_flow_control_window(sid) > 0)
+                continue
+            self.conn.send_data(sid, body[at : at + window], end_stream=at + window >= len(body))
+            at += window
+            self.flush()
         return sid
 
     def pump(self, until: Callable[[], bool], timeout: float = READ_TIMEOUT_S) -> bool:
@@ -128,8 +140,10 @@ class H2Client:
         except OSError:
             self.closed = True
 
-    def get(self, path: str, method: str = "GET", headers: Iterable[tuple[str, str]] = ()) -> Response:
-        sid = self.request(path, method, headers)
+    def get(
+        self, path: str, method: str = "GET", headers: Iterable[tuple[str, str]] = (), body: bytes = b""
+    ) -> Response:
+        sid = self.request(path, method, headers, body)
         assert self.pump(lambda: self.responses[sid].ended or self.responses[sid].reset)
         return self.responses[sid]
 

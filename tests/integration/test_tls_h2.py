@@ -3,11 +3,16 @@ test makes; HTTP/1.1 over TLS and `curl --http2`, and an h2 client for streams, 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import hpack
 import hyperframe.frame
@@ -19,6 +24,7 @@ from tests.integration.edge_client import run_module, start_edge
 from tests.integration.h2_client import H2Client, make_cert
 
 BIG = 2 * 2**20  # a disk-tier object (above cache.memory_object_max)
+BLOB = "/_test/blob/100000?t=drain"
 MID = 600_000  # a memory-tier object large enough to go out in pieces (respond.LARGE_BODY)
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is installed by .ci/run")
@@ -198,6 +204,81 @@ def test_an_oversized_header_block_is_refused(stack: Stack, endless: bool) -> No
     assert code in (ErrorCodes.ENHANCE_YOUR_CALM, ErrorCodes.PROTOCOL_ERROR)
     assert stack.origin.hits("/small.bin?cont") == 0
     _still_healthy(stack)
+
+
+def test_a_request_body_streams_through_to_the_origin(stack: Stack) -> None:
+    body = os.urandom(1_000_000)  # many times the stream window the edge grants: its WINDOW_UPDATEs move it
+    client = stack.h2()
+    try:
+        r = client.get("/_test/echo?h2post", "POST", [("content-type", "application/octet-stream")], body)
+    finally:
+        client.close()
+    assert r.status == 200
+    echoed = json.loads(bytes(r.body))
+    assert (echoed["method"], echoed["body_len"]) == ("POST", len(body))
+
+
+def test_stream_and_ping_floods_get_goaway(stack: Stack) -> None:
+    encoder = hpack.Encoder()
+    head = [(":method", "GET"), (":path", "/small.bin?flood"), (":scheme", "https")]
+    client = stack.h2()
+    try:  # 150 streams left open at once (no END_STREAM), beyond the 100 the edge allows
+        frames = [hyperframe.frame.HeadersFrame(sid, data=encoder.encode(head)) for sid in range(1, 301, 2)]
+        for frame in frames:
+            frame.flags.add("END_HEADERS")
+        client.send(b"".join(f.serialize() for f in frames))
+        streams = client.goaway()
+    finally:
+        client.close()
+    client = stack.h2()
+    try:
+        for i in range(1000):
+            client.conn.ping(b"%08d" % i)
+        client.send(client.conn.data_to_send())
+        pings = client.goaway()
+    finally:
+        client.close()
+    assert streams in (ErrorCodes.PROTOCOL_ERROR, ErrorCodes.ENHANCE_YOUR_CALM)
+    assert pings == ErrorCodes.ENHANCE_YOUR_CALM
+    _still_healthy(stack)
+
+
+def test_idle_connections_get_goaway_and_sigterm_drains_streams(stack: Stack, tmp_path: Path) -> None:
+    (tmp_path / "edge.toml").write_text('[server]\nkeepalive_timeout = "1s"\n')
+    tls = ("--tls-cert", str(stack.cert), "--tls-key", str(stack.key))
+    edge = start_edge(stack.origin.url, tmp_path / "cache", *tls, "-c", str(tmp_path / "edge.toml"))
+    idle = H2Client(edge.url, stack.cert)
+    try:
+        assert idle.get("/small.bin?idle").status == 200
+        idle_code = idle.goaway()  # after keepalive_timeout with no stream open
+        # A stream in progress at SIGTERM is answered in full (curl: the h2 client closes on any GOAWAY).
+        cmd = ["curl", "-sS", "--http2", "--cacert", str(stack.cert), "-H", "X-Test-Gate: drain"]
+        cmd += ["-o", str(tmp_path / "body"), "-w", "%{http_version} %{http_code}", edge.url + BLOB]
+        busy = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        try:
+            stack.origin.wait_gate("drain", 1)
+            edge.signal(signal.SIGTERM)
+            _wait_refused(edge.url)  # draining: the listener is closed, the stream still waits
+            stack.origin.release("drain")
+            out, _ = busy.communicate(timeout=30)
+        finally:
+            busy.kill()
+    finally:
+        idle.close()
+        code = edge.stop()
+    assert (idle_code, out, code) == (ErrorCodes.NO_ERROR, "2 200", 0)
+    assert (tmp_path / "body").stat().st_size == 100000
+
+
+def _wait_refused(url: str) -> None:
+    address = urlsplit(url)
+    for _ in range(200):
+        try:
+            socket.create_connection((address.hostname, address.port), timeout=1).close()
+        except ConnectionRefusedError:
+            return
+        time.sleep(0.05)
+    pytest.fail("the listener still accepts after SIGTERM")
 
 
 def _still_healthy(stack: Stack) -> None:

@@ -51,6 +51,7 @@ class H2Limits:
     max_handlers: int = 200  # handler runs per connection, reset streams included; beyond: GOAWAY
     streams_per_connection: int = 10_000  # then GOAWAY NO_ERROR: the client reconnects (as nginx)
     idle_timeout: float = 75.0  # with no stream open
+    body_timeout: float = 300.0  # a whole request body
 
 
 Handle = Callable[[Request, ResponseWriter], Awaitable[None]]
@@ -58,7 +59,7 @@ Refused = Callable[[str | None, BadRequest, ResponseWriter], None]
 
 
 class _Stream:
-    __slots__ = ("body", "held", "id", "paused", "reset", "waiter")
+    __slots__ = ("body", "deadline", "held", "id", "paused", "reset", "waiter")
 
     def __init__(self, stream_id: int) -> None:
         self.id = stream_id
@@ -67,6 +68,7 @@ class _Stream:
         self.paused = False
         self.reset = False  # the client reset the stream, or the connection is gone
         self.waiter: asyncio.Future[None] | None = None  # a writer waiting for window
+        self.deadline: asyncio.TimerHandle | None = None  # the request body's
 
     def wake(self) -> None:
         waiter, self.waiter = self.waiter, None
@@ -202,8 +204,9 @@ class H2Connection(asyncio.Protocol):
             event.headers or (), self._remote, self._max_line, self._loop.time()
         )
         if isinstance(request, Request) and event.stream_ended is None:
-            stream.body = RequestBody(pause=lambda pause: self._pause_body(stream, pause))
-            request.body = stream.body
+            body = stream.body = request.body = RequestBody(pause=lambda on: self._pause_body(stream, on))
+            late = TimeoutError("request body deadline passed")
+            stream.deadline = self._loop.call_later(self._limits.body_timeout, body.fail, late)
         self._handlers += 1
         self._loop.create_task(self._serve(stream, request))
         if self._started >= self._limits.streams_per_connection:
@@ -253,6 +256,8 @@ class H2Connection(asyncio.Protocol):
         """A stream's handler run (and its body) is over."""
         self._handlers -= 1
         self._streams.pop(stream.id, None)
+        if stream.deadline is not None:
+            stream.deadline.cancel()
         if not self._handlers and self.transport is not None:
             if self._closing:
                 self._close()
@@ -552,7 +557,7 @@ def _to_request(headers: object, remote: str | None, max_line: int, received: fl
 def h2_protocol(edge: Edge, connections: Connections) -> Callable[[], H2Connection]:
     """HTTP/2 connections feeding `edge.dispatch`, with the listener's limits."""
     cfg = edge.cfg.server
-    limits = H2Limits(idle_timeout=cfg.keepalive_timeout)
+    limits = H2Limits(idle_timeout=cfg.keepalive_timeout, body_timeout=cfg.body_timeout)
     return lambda: H2Connection(edge.dispatch, edge.refused, limits, cfg.max_header_size, connections)
 
 

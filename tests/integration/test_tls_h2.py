@@ -21,7 +21,7 @@ from h2.errors import ErrorCodes
 
 from tests.integration.conftest import OriginClient, Proc
 from tests.integration.edge_client import run_module, start_edge
-from tests.integration.h2_client import H2Client, make_cert
+from tests.integration.h2_client import H2Client, Response, make_cert
 
 BIG = 2 * 2**20  # a disk-tier object (above cache.memory_object_max)
 BLOB = "/_test/blob/100000?t=drain"
@@ -117,6 +117,7 @@ def test_many_streams_on_one_connection_share_one_origin_request(stack: Stack) -
         stack.origin.wait_gate("h2herd", 1)
         stack.origin.release("h2herd")
         assert client.pump(lambda: all(client.responses[s].ended for s in sids))
+        hit = client.get(path)  # a memory hit beyond the client's window: sent as the window opens
     finally:
         client.close()
     got = [client.responses[s] for s in sids]
@@ -124,6 +125,7 @@ def test_many_streams_on_one_connection_share_one_origin_request(stack: Stack) -
     assert {len(r.body) for r in got} == {300000}
     assert len({bytes(r.body) for r in got}) == 1
     assert stack.origin.hits(path) == 1
+    assert (hit.status, hit.headers["x-cache"], bytes(hit.body)) == (200, "HIT", bytes(got[0].body))
 
 
 def test_head_range_and_conditional_over_h2(stack: Stack) -> None:
@@ -244,12 +246,21 @@ def test_stream_and_ping_floods_get_goaway(stack: Stack) -> None:
 
 
 def test_idle_connections_get_goaway_and_sigterm_drains_streams(stack: Stack, tmp_path: Path) -> None:
-    (tmp_path / "edge.toml").write_text('[server]\nkeepalive_timeout = "1s"\n')
+    (tmp_path / "edge.toml").write_text('[server]\nkeepalive_timeout = "1s"\nbody_timeout = "1s"\n')
     tls = ("--tls-cert", str(stack.cert), "--tls-key", str(stack.key))
     edge = start_edge(stack.origin.url, tmp_path / "cache", *tls, "-c", str(tmp_path / "edge.toml"))
     idle = H2Client(edge.url, stack.cert)
     try:
         assert idle.get("/small.bin?idle").status == 200
+        # A request body that never comes ends at server.body_timeout, not at the idle timeout.
+        stalled = idle.conn.get_next_available_stream_id()
+        head = [(":method", "POST"), (":path", "/_test/echo?stalled"), (":scheme", "https")]
+        idle.conn.send_headers(stalled, [*head, (":authority", idle.authority)])
+        idle.conn.send_data(stalled, b"12345")
+        idle.responses[stalled] = Response()
+        idle.flush()
+        assert idle.pump(lambda: idle.responses[stalled].ended or idle.responses[stalled].reset)
+        assert idle.responses[stalled].reset or idle.responses[stalled].status >= 500
         idle_code = idle.goaway()  # after keepalive_timeout with no stream open
         # A stream in progress at SIGTERM is answered in full (curl: the h2 client closes on any GOAWAY).
         cmd = ["curl", "-sS", "--http2", "--cacert", str(stack.cert), "-H", "X-Test-Gate: drain"]

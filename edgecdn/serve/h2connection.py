@@ -23,12 +23,14 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 import hyperframe.frame
 from h2.errors import ErrorCodes
 
 from edgecdn.policy.status import CacheStatus
 from edgecdn.serve.app import Edge, public_protocol
 from edgecdn.serve.connection import Connections
+from edgecdn.serve.h2fields import BlockEncoder
 from edgecdn.serve.parser import BadRequest, check_head
 from edgecdn.serve.request import Request, RequestBody
 from edgecdn.serve.tls import AlpnSwitch
@@ -86,8 +88,16 @@ class H2Connection(asyncio.Protocol):
         self._max_line = max_line
         self._connections = connections
         self._loop = asyncio.get_running_loop()
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        # Our response fields are checked where they are made (names lower-cased and no hop-by-hop here;
+        # origin heads with control characters are refused by the fetch), so h2 need not check them again.
+        config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
         self.h2 = h2.connection.H2Connection(config=config)
+        self.h2.encoder = cast(hpack.Encoder, BlockEncoder())  # the encode() h2 calls, much faster
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -109,6 +119,7 @@ class H2Connection(asyncio.Protocol):
         self._resets = 0
         self._control = 0
         self._idle: asyncio.TimerHandle | None = None
+        self._flush_due = False  # a flush is scheduled for the end of this loop iteration
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -249,7 +260,7 @@ class H2Connection(asyncio.Protocol):
             # The answer is complete; the client need not send the rest of its body.
             with contextlib.suppress(h2.exceptions.StreamClosedError):
                 self.h2.reset_stream(stream.id, ErrorCodes.NO_ERROR)
-        self._flush()
+        self.flush_soon()
         self.done(stream)
 
     def done(self, stream: _Stream) -> None:
@@ -355,6 +366,7 @@ class H2Connection(asyncio.Protocol):
     def _close(self, *, abort: bool = False) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
+            self._flush()
             if abort:
                 for stream in list(self._streams.values()):
                     self._gone(stream)
@@ -376,7 +388,15 @@ class H2Connection(asyncio.Protocol):
             self._idle.cancel()
             self._idle = None
 
+    def flush_soon(self) -> None:
+        """Write what h2 has queued once this loop iteration is over: the frames of many streams answered
+        in one iteration go out in one TLS write."""
+        if not self._flush_due:
+            self._flush_due = True
+            self._loop.call_soon(self._flush)
+
     def _flush(self) -> None:
+        self._flush_due = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
@@ -425,7 +445,7 @@ class H2Writer(ResponseWriter):
         window = self._window()
         if window >= len(body):
             self._conn.h2.send_data(self._stream.id, body, end_stream=True)
-            self._conn._flush()
+            self._conn.flush_soon()
             self.body_sent += len(body)
             self.finished = True
             return
@@ -438,7 +458,7 @@ class H2Writer(ResponseWriter):
         try:
             await self._push(memoryview(body))
             self._conn.h2.end_stream(self._stream.id)
-            self._conn._flush()
+            self._conn.flush_soon()
         except (ConnectionResetError, h2.exceptions.ProtocolError):
             pass
         finally:
@@ -480,7 +500,7 @@ class H2Writer(ResponseWriter):
             self._send_head(end=True)
         else:
             self._conn.h2.end_stream(self._stream.id)
-            self._conn._flush()
+            self._conn.flush_soon()
         self.finished = True
 
     def _send_head(self, *, end: bool) -> None:
@@ -492,7 +512,7 @@ class H2Writer(ResponseWriter):
             self._conn.h2.send_headers(self._stream.id, head, end_stream=end)
         except h2.exceptions.ProtocolError as e:
             raise ConnectionResetError(f"stream closed: {e}") from None
-        self._conn._flush()
+        self._conn.flush_soon()
 
     async def _push(self, view: memoryview) -> None:
         """Body bytes as DATA frames, each within the peer's windows, each waiting for the socket."""

@@ -442,21 +442,21 @@ class H2Writer(ResponseWriter):
             self.finished = True
             return
         self._send_head(end=False)
-        window = self._window()
-        if window >= len(body):
-            self._conn.h2.send_data(self._stream.id, body, end_stream=True)
+        view = memoryview(body)
+        at = self._frames(view, 0, len(view))
+        self.finished = True
+        if at == len(view):
+            self._conn.h2.end_stream(self._stream.id)
             self._conn.flush_soon()
-            self.body_sent += len(body)
-            self.finished = True
             return
         # Beyond the peer's window: the rest goes out as the window opens (the body is held once, as given).
-        self.finished = True
+        self._conn._flush()
         self.rest = True
-        self._conn._loop.create_task(self._send_rest(body))
+        self._conn._loop.create_task(self._send_rest(view[at:]))
 
-    async def _send_rest(self, body: bytes) -> None:
+    async def _send_rest(self, rest: memoryview) -> None:
         try:
-            await self._push(memoryview(body))
+            await self._push(rest)
             self._conn.h2.end_stream(self._stream.id)
             self._conn.flush_soon()
         except (ConnectionResetError, h2.exceptions.ProtocolError):
@@ -515,7 +515,8 @@ class H2Writer(ResponseWriter):
         self._conn.flush_soon()
 
     async def _push(self, view: memoryview) -> None:
-        """Body bytes as DATA frames, each within the peer's windows, each waiting for the socket."""
+        """Body bytes as DATA frames within the peer's windows, up to WRITE_HIGH_WATER per write, each
+        write waiting for the socket to take the last."""
         at = 0
         while at < len(view):
             self._check()
@@ -523,15 +524,22 @@ class H2Writer(ResponseWriter):
             if n <= 0:
                 await self._conn.wait_window(self._stream)
                 continue
-            piece = view[at : at + n]
+            at = self._frames(view, at, WRITE_HIGH_WATER)
+            self._conn._flush()
+            await self._conn.drain()
+
+    def _frames(self, view: memoryview, at: int, most: int) -> int:
+        """DATA frames from `view[at:]`, at most `most` bytes, as the windows allow; returns the new `at`."""
+        end = min(len(view), at + most)
+        while at < end and (n := self._window()) > 0:
+            piece = view[at : min(end, at + n)]
             try:
                 self._conn.h2.send_data(self._stream.id, piece)
             except h2.exceptions.ProtocolError as e:
                 raise ConnectionResetError(f"stream closed: {e}") from None
-            self._conn._flush()
             at += len(piece)
             self.body_sent += len(piece)
-            await self._conn.drain()
+        return at
 
     def _window(self) -> int:
         conn = self._conn.h2

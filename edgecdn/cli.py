@@ -42,6 +42,9 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
         "--tls-cert", metavar="FILE", help="PEM certificate chain: --listen speaks TLS (h2, http/1.1)"
     )
     p.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert (no passphrase)")
+    p.add_argument(
+        "--redirect-listen", metavar="HOST:PORT", help="with TLS: plain HTTP here answers 308 to https://"
+    )
     p.add_argument("--cache-dir", metavar="DIR", help="disk tier directory (default ./.edgecdn-cache)")
     p.add_argument("--memory-size", metavar="SIZE", help='memory tier bound, e.g. "256MiB"')
     p.add_argument("--disk-size", metavar="SIZE", help='disk tier bound, e.g. "10GiB"')
@@ -92,6 +95,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         server = dataclasses.replace(server, admin_listen=args.admin_listen)
     if args.tls_cert or args.tls_key:
         server = dataclasses.replace(server, tls_cert=args.tls_cert or "", tls_key=args.tls_key or "")
+    if args.redirect_listen:
+        server = dataclasses.replace(server, redirect_listen=args.redirect_listen)
     if args.access_log:
         dest = config_mod.parse_access_log(args.access_log, "--access-log")
         server = dataclasses.replace(server, access_log=dest)

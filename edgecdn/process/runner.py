@@ -21,6 +21,7 @@ from edgecdn.serve.admin import admin_runner
 from edgecdn.serve.app import Edge, public_protocol
 from edgecdn.serve.connection import Connections
 from edgecdn.serve.h2connection import tls_protocol
+from edgecdn.serve.redirect import listen_redirect
 
 log = logging.getLogger("edgecdn")
 SHUTDOWN_GRACE_S = 10.0
@@ -79,12 +80,14 @@ async def serve(cfg: Config) -> int:
     admin = admin_runner(edge)
     await admin.setup()
     public: asyncio.Server | None = None
+    redirect: asyncio.Server | None = None
     warming = None
     try:
         warming = readiness.start_warming(edge, cfg.server)  # health 503 "warming" until warm_from is fetched
         ahost, aport = parse_hostport(cfg.server.admin_listen, "server.admin_listen")
         try:
             public = await listen_public(edge, connections)
+            redirect = await listen_redirect(edge, connections, public)  # server.redirect_listen
             await web.TCPSite(admin, ahost, aport).start()
         except OSError as e:
             raise EdgeError(f"cannot listen: {e.strerror or e}") from None
@@ -95,7 +98,8 @@ async def serve(cfg: Config) -> int:
         scheme = "https" if cfg.server.tls_cert else "http"
         print(
             f"edgecdn listening on {_url(public.sockets[0].getsockname(), scheme)} "
-            f"(admin {_url(admin.addresses[0])})",
+            f"(admin {_url(admin.addresses[0])})"
+            + (f" (redirect {_url(redirect.sockets[0].getsockname())})" if redirect is not None else ""),
             flush=True,
         )
         sdnotify.notify("READY=1")
@@ -105,6 +109,8 @@ async def serve(cfg: Config) -> int:
         sdnotify.notify("STOPPING=1")
     finally:
         await readiness.stop_warming(warming)
+        if redirect is not None:
+            redirect.close()
         await drain(edge, public, connections)
         await admin.cleanup()
         await edge.close()

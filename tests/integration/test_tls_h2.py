@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,6 +24,7 @@ from tests.integration.conftest import OriginClient, Proc
 from tests.integration.edge_client import run_module, start_edge
 from tests.integration.h2_client import H2Client, Response, make_cert
 
+REDIRECT = re.compile(r"\(redirect (http://\S+)\)")
 BIG = 2 * 2**20  # a disk-tier object (above cache.memory_object_max)
 BLOB = "/_test/blob/100000?t=drain"
 MID = 600_000  # a memory-tier object large enough to go out in pieces (respond.LARGE_BODY)
@@ -279,6 +281,29 @@ def test_idle_connections_get_goaway_and_sigterm_drains_streams(stack: Stack, tm
         code = edge.stop()
     assert (idle_code, out, code) == (ErrorCodes.NO_ERROR, "2 200", 0)
     assert (tmp_path / "body").stat().st_size == 100000
+
+
+def test_plain_http_on_the_redirect_listener_gets_308_to_https(stack: Stack, tmp_path: Path) -> None:
+    tls = ("--tls-cert", str(stack.cert), "--tls-key", str(stack.key))
+    edge = start_edge(stack.origin.url, tmp_path / "cache", *tls, "--redirect-listen", "127.0.0.1:0")
+    try:
+        plain = next(m.group(1) for line in edge.stdout_lines if (m := REDIRECT.search(line)))
+        port = urlsplit(edge.url).port
+        got = subprocess.run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", plain + "/a/b?c=1"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        followed = subprocess.run(
+            ["curl", "-sS", "-L", "--cacert", str(stack.cert), plain + "/small.bin?redirected"],
+            capture_output=True,
+            timeout=30,
+        ).stdout
+    finally:
+        edge.stop()
+    assert got == f"308 https://127.0.0.1:{port}/a/b?c=1"
+    assert followed == stack.files["small.bin"]
 
 
 def _wait_refused(url: str) -> None:

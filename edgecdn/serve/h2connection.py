@@ -443,7 +443,9 @@ class H2Writer(ResponseWriter):
             return
         self._send_head(end=False)
         view = memoryview(body)
-        at = self._frames(view, 0, len(view))
+        # At once only what fits below the high-water mark: many streams answered in one loop iteration
+        # must not each queue a whole body for a client that does not read.
+        at = self._frames(view, 0, 0 if self._conn._write_paused else WRITE_HIGH_WATER)
         self.finished = True
         if at == len(view):
             self._conn.h2.end_stream(self._stream.id)

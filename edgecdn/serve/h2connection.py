@@ -39,6 +39,7 @@ from edgecdn.serve.writer import NO_BODY_STATUSES, Fields, ResponseWriter
 log = logging.getLogger("edgecdn.h2")
 
 WRITE_HIGH_WATER = 64 * 1024  # bytes buffered per connection before a stream's writer waits
+MIN_FRAME = 16 * 1024  # the least a writer with room sends at once (the default SETTINGS_MAX_FRAME_SIZE)
 READ_CHUNK = 64 * 1024  # file bytes read per step of a stream's body (bounded memory per stream)
 # Fields that are HTTP/1.1 framing and must not appear in HTTP/2 (RFC 9113 §8.2.2).
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
@@ -120,6 +121,7 @@ class H2Connection(asyncio.Protocol):
         self._control = 0
         self._idle: asyncio.TimerHandle | None = None
         self._flush_due = False  # a flush is scheduled for the end of this loop iteration
+        self.unflushed = 0  # DATA bytes queued in h2 since the last flush
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -395,8 +397,14 @@ class H2Connection(asyncio.Protocol):
             self._flush_due = True
             self._loop.call_soon(self._flush)
 
+    def buffered(self) -> int:
+        """Body bytes on their way out: queued in h2 plus the transport's buffer."""
+        transport = self.transport
+        return self.unflushed + (transport.get_write_buffer_size() if transport is not None else 0)
+
     def _flush(self) -> None:
         self._flush_due = False
+        self.unflushed = 0
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
@@ -445,7 +453,9 @@ class H2Writer(ResponseWriter):
         view = memoryview(body)
         # At once only what fits below the high-water mark: many streams answered in one loop iteration
         # must not each queue a whole body for a client that does not read.
-        at = self._frames(view, 0, 0 if self._conn._write_paused else WRITE_HIGH_WATER)
+        at = self._frames(
+            view, 0, 0 if self._conn._write_paused else WRITE_HIGH_WATER - self._conn.buffered()
+        )
         self.finished = True
         if at == len(view):
             self._conn.h2.end_stream(self._stream.id)
@@ -522,13 +532,14 @@ class H2Writer(ResponseWriter):
         at = 0
         while at < len(view):
             self._check()
-            n = self._window()
-            if n <= 0:
+            if self._conn._write_paused:  # every stream waits, and the first one woken takes the room
+                await self._conn.drain()
+                continue
+            if self._window() <= 0:
                 await self._conn.wait_window(self._stream)
                 continue
-            at = self._frames(view, at, WRITE_HIGH_WATER)
+            at = self._frames(view, at, max(MIN_FRAME, WRITE_HIGH_WATER - self._conn.buffered()))
             self._conn._flush()
-            await self._conn.drain()
 
     def _frames(self, view: memoryview, at: int, most: int) -> int:
         """DATA frames from `view[at:]`, at most `most` bytes, as the windows allow; returns the new `at`."""
@@ -541,6 +552,7 @@ class H2Writer(ResponseWriter):
                 raise ConnectionResetError(f"stream closed: {e}") from None
             at += len(piece)
             self.body_sent += len(piece)
+            self._conn.unflushed += len(piece)
         return at
 
     def _window(self) -> int:

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,10 +22,11 @@ import pytest
 from h2.errors import ErrorCodes
 
 from tests.integration.conftest import OriginClient, Proc
-from tests.integration.edge_client import run_module, start_edge
+from tests.integration.edge_client import admin_url, run_module, start_edge
 from tests.integration.h2_client import H2Client, Response, make_cert
 
 REDIRECT = re.compile(r"\(redirect (http://\S+)\)")
+HITS = 'edgecdn_requests_total{cache_status="HIT"} '
 BIG = 2 * 2**20  # a disk-tier object (above cache.memory_object_max)
 BLOB = "/_test/blob/100000?t=drain"
 MID = 600_000  # a memory-tier object large enough to go out in pieces (respond.LARGE_BODY)
@@ -166,6 +168,49 @@ def test_a_large_body_respects_a_small_client_window(stack: Stack) -> None:
     finally:
         client.close()
     assert bytes(r.body) == stack.files["big.bin"]
+
+
+def test_clients_that_do_not_read_hold_little_edge_memory(stack: Stack) -> None:
+    paths = [f"/_test/blob/400000?t=unread{i}" for i in range(100)]
+    warm = stack.h2(window=2**24)
+    try:
+        sids = [warm.request(p) for p in paths]
+        assert warm.pump(lambda: all(warm.responses[s].ended for s in sids))
+    finally:
+        warm.close()
+    pid = stack.edge.pid
+    before, hits = _rss(pid), _hits(stack)
+    clients = []
+    try:
+        for _ in range(5):  # 5 x 100 streams of 400 KB memory hits (200 MB), windows wide open, never read
+            client = stack.h2(window=2**31 - 1)
+            client.conn.increment_flow_control_window(2**31 - 1 - 65535)
+            for p in paths:
+                client.request(p)
+            clients.append(client)
+        assert stack.origin.hits(paths[0]) == 1
+        for _ in range(400):  # every stream answered (its handler done), none of them read
+            if _hits(stack) >= hits + 500:
+                break
+            time.sleep(0.05)
+        assert _hits(stack) >= hits + 500
+        held = _rss(pid) - before
+    finally:
+        for client in clients:
+            client.close()
+    assert held < 16 * 2**20, f"RSS grew {held // 2**20} MiB"
+    _still_healthy(stack)
+
+
+def _hits(stack: Stack) -> float:
+    with urllib.request.urlopen(admin_url(stack.edge) + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(HITS))
+
+
+def _rss(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) * 1024
 
 
 def test_a_rapid_reset_flood_gets_goaway_and_the_edge_stays_healthy(stack: Stack) -> None:

@@ -425,7 +425,7 @@ class H2Writer(ResponseWriter):
         super().__init__(conn, keep_alive=True, head_only=head_only, version="2.0")
         self._conn = conn
         self._stream = stream
-        self._fields: list[tuple[str, str]] | None = None  # the head, until it is sent
+        self._fields: list[tuple[bytes, bytes]] | None = None  # the head, until it is sent
         self.rest = False  # `send` left the body's end to a task of its own (the peer's window was short)
 
     def start(
@@ -437,10 +437,15 @@ class H2Writer(ResponseWriter):
         self.status = status
         if cache is not None:
             self.cache = cache
-        head = [(":status", str(status))]
-        head += [(n.lower(), v) for n, v in fields.items() if n.lower() not in HOP_BY_HOP]
+        # Bytes, latin-1 as the values were received (h2 would encode str as UTF-8).
+        head = [(b":status", b"%d" % status)]
+        head += [
+            (n.lower().encode("latin-1"), v.encode("latin-1", "replace"))
+            for n, v in fields.items()
+            if n.lower() not in HOP_BY_HOP
+        ]
         if length is not None and status >= 200 and status not in NO_BODY_STATUSES:
-            head.append(("content-length", str(length)))
+            head.append((b"content-length", b"%d" % length))
         self._fields = head
 
     def send(self, status: int, fields: Fields, body: bytes, *, cache: CacheStatus | None = None) -> None:

@@ -16,6 +16,9 @@ _STATIC = HeaderTable.STATIC_TABLE
 _PAIRS = {pair: i + 1 for i, pair in reversed(list(enumerate(_STATIC)))}  # (name, value) -> first index
 _NAMES = {name: i + 1 for i, (name, _) in reversed(list(enumerate(_STATIC)))}
 _LITERAL_NAME_CACHE: dict[bytes, bytes] = {}
+_FIELD_CACHE: dict[tuple[object, object], bytes] = {}  # short fields seen before (Content-Type, ETag ...)
+FIELD_CACHE_MAX = 4096  # entries, each a field of at most CACHED_VALUE_MAX value bytes
+CACHED_VALUE_MAX = 128
 
 
 def _string(data: bytes) -> bytes:
@@ -44,12 +47,20 @@ class BlockEncoder:
         """`headers`: (name, value) pairs, names lower case, as str (latin-1) or bytes."""
         out = [TABLE_SIZE_ZERO] if self._first else []
         self._first = False
-        for name, value in headers:  # type: ignore[attr-defined]
-            n = name if isinstance(name, bytes) else name.encode("latin-1")
-            v = value if isinstance(value, bytes) else value.encode("latin-1")
-            index = _PAIRS.get((n, v))
-            if index is not None:
-                out.append(bytes(encode_integer(index, 7)) if index > 126 else bytes((0x80 | index,)))
-            else:
-                out.append(_name_prefix(n) + _string(v))
+        for field in headers:  # type: ignore[attr-defined]
+            encoded = _FIELD_CACHE.get(field)
+            if encoded is None:
+                encoded = _field(*field)
+                if len(field[1]) <= CACHED_VALUE_MAX and len(_FIELD_CACHE) < FIELD_CACHE_MAX:
+                    _FIELD_CACHE[field] = encoded
+            out.append(encoded)
         return b"".join(out)
+
+
+def _field(name: str | bytes, value: str | bytes) -> bytes:
+    n = name if isinstance(name, bytes) else name.encode("latin-1")
+    v = value if isinstance(value, bytes) else value.encode("latin-1")
+    index = _PAIRS.get((n, v))
+    if index is not None:
+        return bytes(encode_integer(index, 7)) if index > 126 else bytes((0x80 | index,))
+    return _name_prefix(n) + _string(v)

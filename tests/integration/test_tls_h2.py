@@ -113,6 +113,14 @@ def test_one_access_log_line_per_stream(stack: Stack, tmp_path: Path) -> None:
     assert '"HEAD /small.bin?log HTTP/2.0" 200 0 ' in lines[1] and " HIT " in lines[1]
 
 
+def test_response_field_bytes_are_the_same_over_both_protocols(stack: Stack) -> None:
+    got = [
+        stack.curl(f"/_test/blob/10?t=bytes{i}", version, "-H", "X-Set-X-Word: caf\xe9")[1]["x-word"]
+        for i, version in enumerate(("--http1.1", "--http2"))
+    ]
+    assert got[0] == got[1] != ""
+
+
 def test_many_streams_on_one_connection_share_one_origin_request(stack: Stack) -> None:
     path = "/_test/blob/300000?t=h2herd"
     client = stack.h2()

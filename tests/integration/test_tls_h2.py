@@ -159,6 +159,24 @@ def test_head_range_and_conditional_over_h2(stack: Stack) -> None:
     assert (small.status, bytes(small.body)) == (200, stack.files["small.bin"])
 
 
+def test_a_bad_head_is_refused_on_its_stream_only(stack: Stack) -> None:
+    client = stack.h2()
+    try:
+        sid = client.conn.get_next_available_stream_id()
+        head = [(":method", "GET"), (":path", "/small.bin?badhost"), (":scheme", "https")]
+        client.conn.send_headers(sid, [*head, (":authority", "good:80@evil")], end_stream=True)
+        client.responses[sid] = Response()
+        client.flush()
+        assert client.pump(lambda: client.responses[sid].ended)
+        after = client.get("/small.bin?badhost")  # the same connection goes on
+    finally:
+        client.close()
+    bad = client.responses[sid]
+    assert (bad.status, json.loads(bytes(bad.body))) == (400, {"error": "invalid Host"})
+    assert (after.status, bytes(after.body)) == (200, stack.files["small.bin"])
+    assert stack.origin.hits("/small.bin?badhost") == 1
+
+
 def test_a_large_body_respects_a_small_client_window(stack: Stack) -> None:
     window = 16384
     client = stack.h2(window=window, auto_ack=False)

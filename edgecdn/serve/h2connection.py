@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import h2.config
 import h2.connection
@@ -122,6 +122,7 @@ class H2Connection(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
         self._flush_due = False  # a flush is scheduled for the end of this loop iteration
         self.unflushed = 0  # DATA bytes queued in h2 since the last flush
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -221,7 +222,7 @@ class H2Connection(asyncio.Protocol):
             late = TimeoutError("request body deadline passed")
             stream.deadline = self._loop.call_later(self._limits.body_timeout, body.fail, late)
         self._handlers += 1
-        self._loop.create_task(self._serve(stream, request))
+        self.spawn(self._serve(stream, request))
         if self._started >= self._limits.streams_per_connection:
             self.shutdown()
 
@@ -276,6 +277,12 @@ class H2Connection(asyncio.Protocol):
                 self._close()
             else:
                 self._arm_idle()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """A task of this connection, referenced until it is done (the loop keeps only weak ones)."""
+        task = self._loop.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _data(self, event: h2.events.DataReceived) -> None:
         stream = self._streams.get(event.stream_id)
@@ -469,7 +476,7 @@ class H2Writer(ResponseWriter):
         # Beyond the peer's window: the rest goes out as the window opens (the body is held once, as given).
         self._conn._flush()
         self.rest = True
-        self._conn._loop.create_task(self._send_rest(view[at:]))
+        self._conn.spawn(self._send_rest(view[at:]))
 
     async def _send_rest(self, rest: memoryview) -> None:
         try:

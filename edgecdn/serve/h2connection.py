@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
@@ -31,18 +30,13 @@ from edgecdn.policy.status import CacheStatus
 from edgecdn.serve.app import Edge, public_protocol
 from edgecdn.serve.connection import Connections
 from edgecdn.serve.h2fields import BlockEncoder
+from edgecdn.serve.h2writer import WRITE_HIGH_WATER, H2Writer, Stream
 from edgecdn.serve.parser import BadRequest, check_head
 from edgecdn.serve.request import Request, RequestBody
 from edgecdn.serve.tls import AlpnSwitch
-from edgecdn.serve.writer import NO_BODY_STATUSES, Fields, ResponseWriter
+from edgecdn.serve.writer import Fields, ResponseWriter
 
 log = logging.getLogger("edgecdn.h2")
-
-WRITE_HIGH_WATER = 64 * 1024  # bytes buffered per connection before a stream's writer waits
-MIN_FRAME = 16 * 1024  # the least a writer with room sends at once (the default SETTINGS_MAX_FRAME_SIZE)
-READ_CHUNK = 64 * 1024  # file bytes read per step of a stream's body (bounded memory per stream)
-# Fields that are HTTP/1.1 framing and must not appear in HTTP/2 (RFC 9113 §8.2.2).
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,24 +53,6 @@ class H2Limits:
 
 Handle = Callable[[Request, ResponseWriter], Awaitable[None]]
 Refused = Callable[[str | None, BadRequest, ResponseWriter], None]
-
-
-class _Stream:
-    __slots__ = ("body", "deadline", "held", "id", "paused", "reset", "waiter")
-
-    def __init__(self, stream_id: int) -> None:
-        self.id = stream_id
-        self.body: RequestBody | None = None
-        self.held = 0  # request-body bytes received but not yet acknowledged (the body is paused)
-        self.paused = False
-        self.reset = False  # the client reset the stream, or the connection is gone
-        self.waiter: asyncio.Future[None] | None = None  # a writer waiting for window
-        self.deadline: asyncio.TimerHandle | None = None  # the request body's
-
-    def wake(self) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
 
 class H2Connection(asyncio.Protocol):
@@ -110,11 +86,11 @@ class H2Connection(asyncio.Protocol):
         self.h2.decoder.max_header_list_size = limits.max_header_list
         self.transport: asyncio.Transport | None = None
         self._remote: str | None = None
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[int, Stream] = {}
         self._handlers = 0  # handler runs in progress
         self._started = 0  # streams begun on this connection
         self._closing = False  # GOAWAY sent or received: no new streams; close when the last ends
-        self._write_paused = False
+        self.write_paused = False
         self._drained: asyncio.Future[None] | None = None
         self._second = 0.0  # the start of the current one-second window of the flood counters
         self._resets = 0
@@ -134,7 +110,7 @@ class H2Connection(asyncio.Protocol):
         self._remote = peer[0] if isinstance(peer, tuple) else None
         self._connections.live.add(self)
         self.h2.initiate_connection()
-        self._flush()
+        self.flush()
         if self._connections.draining:
             self.shutdown()
         self._arm_idle()
@@ -147,7 +123,7 @@ class H2Connection(asyncio.Protocol):
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as e:  # h2 has queued its GOAWAY
             log.info("http/2 protocol error from %s: %s", self._remote, e)
-            self._flush()
+            self.flush()
             self._close()
             return
         for event in events:
@@ -171,7 +147,7 @@ class H2Connection(asyncio.Protocol):
             if self.transport is None:
                 return
         self._flood_check()
-        self._flush()
+        self.flush()
         if self._closing and not self._handlers:
             self._close()
 
@@ -184,16 +160,16 @@ class H2Connection(asyncio.Protocol):
         self._wake_writers()
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.write_paused = True
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self.write_paused = False
         self._wake_writers()
 
     # -- what a writer needs (writer.Channel) --------------------------------------------------------
 
     async def drain(self) -> None:
-        if self._write_paused and self.transport is not None:
+        if self.write_paused and self.transport is not None:
             if self._drained is None:
                 self._drained = self._loop.create_future()
             await asyncio.shield(self._drained)
@@ -210,7 +186,7 @@ class H2Connection(asyncio.Protocol):
         if self._closing:
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             return
-        stream = _Stream(sid)
+        stream = Stream(sid)
         self._streams[sid] = stream
         self._started += 1
         self._disarm_idle()
@@ -226,7 +202,7 @@ class H2Connection(asyncio.Protocol):
         if self._started >= self._limits.streams_per_connection:
             self.shutdown()
 
-    async def _serve(self, stream: _Stream, request: Request | BadRequest) -> None:
+    async def _serve(self, stream: Stream, request: Request | BadRequest) -> None:
         head_only = isinstance(request, Request) and request.method == "HEAD"
         writer = H2Writer(self, stream, head_only=head_only)
         try:
@@ -249,7 +225,7 @@ class H2Connection(asyncio.Protocol):
         finally:
             self._end(stream, writer)
 
-    def _end(self, stream: _Stream, writer: H2Writer) -> None:
+    def _end(self, stream: Stream, writer: H2Writer) -> None:
         """After the handler: a response cut short is reset, never left looking complete."""
         if writer.rest:
             return  # its own task ends the stream (and calls `done`)
@@ -266,7 +242,7 @@ class H2Connection(asyncio.Protocol):
         self.flush_soon()
         self.done(stream)
 
-    def done(self, stream: _Stream) -> None:
+    def done(self, stream: Stream) -> None:
         """A stream's handler run (and its body) is over."""
         self._handlers -= 1
         self._streams.pop(stream.id, None)
@@ -296,12 +272,12 @@ class H2Connection(asyncio.Protocol):
         else:
             self.h2.acknowledge_received_data(size, event.stream_id)
 
-    def _pause_body(self, stream: _Stream, pause: bool) -> None:
+    def _pause_body(self, stream: Stream, pause: bool) -> None:
         stream.paused = pause
         if not pause and stream.held and self.transport is not None and not stream.reset:
             held, stream.held = stream.held, 0
             self.h2.acknowledge_received_data(held, stream.id)
-            self._flush()
+            self.flush()
 
     def _reset(self, stream_id: int) -> None:
         self._resets += 1
@@ -309,7 +285,7 @@ class H2Connection(asyncio.Protocol):
         if stream is not None:
             self._gone(stream)
 
-    def _gone(self, stream: _Stream) -> None:
+    def _gone(self, stream: Stream) -> None:
         stream.reset = True
         if stream.body is not None:
             stream.body.fail(ConnectionResetError("client reset the stream"))
@@ -322,7 +298,7 @@ class H2Connection(asyncio.Protocol):
         elif (one := self._streams.get(stream_id)) is not None:
             one.wake()
 
-    async def wait_window(self, stream: _Stream) -> None:
+    async def wait_window(self, stream: Stream) -> None:
         if stream.waiter is None:
             stream.waiter = self._loop.create_future()
         await stream.waiter
@@ -340,7 +316,7 @@ class H2Connection(asyncio.Protocol):
         if flood:
             log.warning("http/2 flood of %s from %s: GOAWAY", flood, self._remote)
             self._goaway(ErrorCodes.ENHANCE_YOUR_CALM)
-            self._flush()
+            self.flush()
             self._close(abort=True)
 
     def shutdown(self) -> None:
@@ -349,7 +325,7 @@ class H2Connection(asyncio.Protocol):
             return
         if not self._closing:
             self._goaway(ErrorCodes.NO_ERROR)
-            self._flush()
+            self.flush()
         if not self._handlers:
             self._close()
 
@@ -366,7 +342,7 @@ class H2Connection(asyncio.Protocol):
             with contextlib.suppress(h2.exceptions.ProtocolError):
                 self.h2.close_connection(code, last_stream_id=last)
             return
-        self._flush()
+        self.flush()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(
                 hyperframe.frame.GoAwayFrame(0, last_stream_id=last, error_code=0).serialize()
@@ -375,7 +351,7 @@ class H2Connection(asyncio.Protocol):
     def _close(self, *, abort: bool = False) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            self._flush()
+            self.flush()
             if abort:
                 for stream in list(self._streams.values()):
                     self._gone(stream)
@@ -385,7 +361,7 @@ class H2Connection(asyncio.Protocol):
         self._idle = None
         if not self._handlers and self.transport is not None:
             self._goaway(ErrorCodes.NO_ERROR)
-            self._flush()
+            self.flush()
             self._close()
 
     def _arm_idle(self) -> None:
@@ -402,14 +378,14 @@ class H2Connection(asyncio.Protocol):
         in one iteration go out in one TLS write."""
         if not self._flush_due:
             self._flush_due = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
 
     def buffered(self) -> int:
         """Body bytes on their way out: queued in h2 plus the transport's buffer."""
         transport = self.transport
         return self.unflushed + (transport.get_write_buffer_size() if transport is not None else 0)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         self._flush_due = False
         self.unflushed = 0
         data = self.h2.data_to_send()
@@ -420,164 +396,6 @@ class H2Connection(asyncio.Protocol):
         drained, self._drained = self._drained, None
         if drained is not None and not drained.done():
             drained.set_result(None)
-
-
-class H2Writer(ResponseWriter):
-    """One response on one HTTP/2 stream: the ResponseWriter interface the handler fills in, framed as
-    HEADERS and DATA frames within the peer's flow-control windows."""
-
-    __slots__ = ("_conn", "_fields", "_stream", "rest")
-
-    def __init__(self, conn: H2Connection, stream: _Stream, *, head_only: bool) -> None:
-        super().__init__(conn, keep_alive=True, head_only=head_only, version="2.0")
-        self._conn = conn
-        self._stream = stream
-        self._fields: list[tuple[bytes, bytes]] | None = None  # the head, until it is sent
-        self.rest = False  # `send` left the body's end to a task of its own (the peer's window was short)
-
-    def start(
-        self, status: int, fields: Fields, *, length: int | None, cache: CacheStatus | None = None
-    ) -> None:
-        if self.started:
-            raise RuntimeError("response already started")
-        self.started = True
-        self.status = status
-        if cache is not None:
-            self.cache = cache
-        # Bytes, latin-1 as the values were received (h2 would encode str as UTF-8).
-        head = [(b":status", b"%d" % status)]
-        head += [
-            (n.lower().encode("latin-1"), v.encode("latin-1", "replace"))
-            for n, v in fields.items()
-            if n.lower() not in HOP_BY_HOP
-        ]
-        if length is not None and status >= 200 and status not in NO_BODY_STATUSES:
-            head.append((b"content-length", b"%d" % length))
-        self._fields = head
-
-    def send(self, status: int, fields: Fields, body: bytes, *, cache: CacheStatus | None = None) -> None:
-        self.start(status, fields, length=len(body), cache=cache)
-        if self._head_only or not body or status in NO_BODY_STATUSES:
-            self._send_head(end=True)
-            self.finished = True
-            return
-        self._send_head(end=False)
-        view = memoryview(body)
-        # At once only what fits below the high-water mark: many streams answered in one loop iteration
-        # must not each queue a whole body for a client that does not read.
-        at = self._frames(
-            view, 0, 0 if self._conn._write_paused else WRITE_HIGH_WATER - self._conn.buffered()
-        )
-        self.finished = True
-        if at == len(view):
-            self._conn.h2.end_stream(self._stream.id)
-            self._conn.flush_soon()
-            return
-        # Beyond the peer's window: the rest goes out as the window opens (the body is held once, as given).
-        self._conn._flush()
-        self.rest = True
-        self._conn.spawn(self._send_rest(view[at:]))
-
-    async def _send_rest(self, rest: memoryview) -> None:
-        try:
-            await self._push(rest)
-            self._conn.h2.end_stream(self._stream.id)
-            self._conn.flush_soon()
-        except (ConnectionResetError, h2.exceptions.ProtocolError):
-            pass
-        finally:
-            self._conn.done(self._stream)
-
-    def flush(self) -> None:
-        self._send_head(end=False)
-
-    async def write(self, data: bytes | memoryview) -> None:
-        if not data or self._head_only:
-            return
-        self._send_head(end=False)
-        await self._push(memoryview(data))
-
-    async def sendfile(self, file: int, offset: int, count: int, *, copy: memoryview | None = None) -> None:
-        if self._head_only or count <= 0:
-            return
-        self._send_head(end=False)
-        start = offset
-        while count > 0:
-            n = min(READ_CHUNK, count)
-            if copy is not None:
-                chunk: bytes | memoryview = copy[offset - start : offset - start + n]
-            else:
-                chunk = await asyncio.to_thread(os.pread, file, n, offset)
-            if not chunk:
-                raise ConnectionResetError("cache file shorter than its record")
-            await self._push(memoryview(chunk))
-            offset += len(chunk)
-            count -= len(chunk)
-
-    async def end(self) -> None:
-        if self.finished:
-            return
-        if not self.started:
-            raise RuntimeError("end() before start()")
-        self._check()
-        if self._fields is not None:
-            self._send_head(end=True)
-        else:
-            self._conn.h2.end_stream(self._stream.id)
-            self._conn.flush_soon()
-        self.finished = True
-
-    def _send_head(self, *, end: bool) -> None:
-        if self._fields is None:
-            return
-        self._check()
-        head, self._fields = self._fields, None
-        try:
-            self._conn.h2.send_headers(self._stream.id, head, end_stream=end)
-        except h2.exceptions.ProtocolError as e:
-            raise ConnectionResetError(f"stream closed: {e}") from None
-        self._conn.flush_soon()
-
-    async def _push(self, view: memoryview) -> None:
-        """Body bytes as DATA frames within the peer's windows, up to WRITE_HIGH_WATER per write, each
-        write waiting for the socket to take the last."""
-        at = 0
-        while at < len(view):
-            self._check()
-            if self._conn._write_paused:  # every stream waits, and the first one woken takes the room
-                await self._conn.drain()
-                continue
-            if self._window() <= 0:
-                await self._conn.wait_window(self._stream)
-                continue
-            at = self._frames(view, at, max(MIN_FRAME, WRITE_HIGH_WATER - self._conn.buffered()))
-            self._conn._flush()
-
-    def _frames(self, view: memoryview, at: int, most: int) -> int:
-        """DATA frames from `view[at:]`, at most `most` bytes, as the windows allow; returns the new `at`."""
-        end = min(len(view), at + most)
-        while at < end and (n := self._window()) > 0:
-            piece = view[at : min(end, at + n)]
-            try:
-                self._conn.h2.send_data(self._stream.id, piece)
-            except h2.exceptions.ProtocolError as e:
-                raise ConnectionResetError(f"stream closed: {e}") from None
-            at += len(piece)
-            self.body_sent += len(piece)
-            self._conn.unflushed += len(piece)
-        return at
-
-    def _window(self) -> int:
-        conn = self._conn.h2
-        try:
-            window = conn.local_flow_control_window(self._stream.id)
-        except h2.exceptions.StreamClosedError:
-            raise ConnectionResetError("stream closed") from None
-        return min(window, conn.max_outbound_frame_size)
-
-    def _check(self) -> None:
-        if self._stream.reset or self._conn.transport is None:
-            raise ConnectionResetError("client reset the stream")
 
 
 def _to_request(headers: object, remote: str | None, max_line: int, received: float) -> Request | BadRequest:

@@ -27,14 +27,23 @@ def server_context(cert: str, key: str) -> ssl.SSLContext:
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     ctx.set_ciphers(CIPHERS_TLS12)
     ctx.set_alpn_protocols(list(ALPN))
+    for name, path in (("server.tls_cert", cert), ("server.tls_key", key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise ConfigError(f"{name}: {path}: {(e.strerror or 'cannot read').lower()}") from None
     try:
         ctx.load_cert_chain(cert, key, password=_no_passphrase)
-    except FileNotFoundError as e:
-        raise ConfigError(f"server.tls_cert/tls_key: {e.filename or cert}: no such file") from None
-    except OSError as e:  # ssl.SSLError included: not PEM, key does not match, encrypted key
-        reason = getattr(e, "reason", None) or e.strerror or "cannot load"
-        raise ConfigError(f"server.tls_cert/tls_key: {cert}, {key}: {str(reason).lower()}") from None
+    except ssl.SSLError as e:
+        reason = _REASONS.get(str(e.reason), "not a PEM certificate chain and its key")
+        raise ConfigError(f"server.tls_cert, server.tls_key: {cert}, {key}: {reason}") from None
+    except OSError as e:
+        raise ConfigError(f"server.tls_cert, server.tls_key: {e.strerror or e}") from None
     return ctx
+
+
+_REASONS = {"KEY_VALUES_MISMATCH": "the key does not match the certificate"}
 
 
 def _no_passphrase() -> bytes:

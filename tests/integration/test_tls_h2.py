@@ -400,6 +400,15 @@ def _still_healthy(stack: Stack) -> None:
 
 def test_bad_certificate_or_key_is_one_line_and_exit_2(stack: Stack, tmp_path: Path) -> None:
     other_cert, _ = make_cert(tmp_path)
+    encrypted = tmp_path / "encrypted.pem"
+    subprocess.run(
+        [
+            *("openssl", "genpkey", "-algorithm", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+            *("-aes256", "-pass", "pass:secret", "-out", str(encrypted)),
+        ],
+        check=True,
+        capture_output=True,
+    )
     base = [
         "serve",
         "--origin",
@@ -410,17 +419,18 @@ def test_bad_certificate_or_key_is_one_line_and_exit_2(stack: Stack, tmp_path: P
         "127.0.0.1:0",
     ]
     cases = [
-        ["--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(stack.key)],
-        ["--tls-cert", str(stack.cert), "--tls-key", str(tmp_path / "missing.pem")],
-        ["--tls-cert", str(other_cert), "--tls-key", str(stack.key)],  # key does not match
-        ["--tls-cert", str(stack.key), "--tls-key", str(stack.key)],  # not a certificate
-        ["--tls-cert", str(stack.cert)],  # no key
+        (["--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(stack.key)], "no such file"),
+        (["--tls-cert", str(stack.cert), "--tls-key", str(tmp_path / "missing.pem")], "no such file"),
+        (["--tls-cert", str(other_cert), "--tls-key", str(stack.key)], "the key does not match"),
+        (["--tls-cert", str(stack.key), "--tls-key", str(stack.key)], "not a PEM certificate"),
+        (["--tls-cert", str(stack.cert), "--tls-key", str(encrypted)], "the key is encrypted"),
+        (["--tls-cert", str(stack.cert)], "give both or neither"),
     ]
-    for extra in cases:
+    for extra, why in cases:
         done = run_module("edgecdn", *base, "--cache-dir", str(tmp_path / "cache"), *extra)
         assert done.returncode == 2, (extra, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-        assert "tls" in done.stderr
+        assert "server.tls_" in done.stderr and why in done.stderr, done.stderr
     toml = tmp_path / "edge.toml"
     toml.write_text(
         'origins = ["http://127.0.0.1:9"]\n'

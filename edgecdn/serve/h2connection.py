@@ -263,10 +263,15 @@ class H2Connection(asyncio.Protocol):
     def _data(self, event: h2.events.DataReceived) -> None:
         stream = self._streams.get(event.stream_id)
         size = event.flow_controlled_length or 0
+        if not event.data:  # an empty DATA frame is no chunk (b"" ends a body); a flood of them is control
+            self._control += 1
+            if size:
+                self.h2.acknowledge_received_data(size, event.stream_id)  # padding only
+            return
         if stream is None or stream.body is None or stream.body.done:
             self.h2.acknowledge_received_data(size, event.stream_id)  # dropped: keep the window open
             return
-        stream.body.feed(event.data or b"")
+        stream.body.feed(event.data)
         if stream.paused:
             stream.held += size
         else:

@@ -293,6 +293,23 @@ def test_a_request_body_streams_through_to_the_origin(stack: Stack) -> None:
     assert (echoed["method"], echoed["body_len"]) == ("POST", len(body))
 
 
+def test_an_empty_data_frame_does_not_end_a_request_body(stack: Stack) -> None:
+    client = stack.h2()
+    try:
+        sid = client.conn.get_next_available_stream_id()
+        head = [(":method", "POST"), (":path", "/_test/echo?empty"), (":scheme", "https")]
+        client.conn.send_headers(sid, [*head, (":authority", client.authority)])
+        for part in (b"a" * 1000, b"", b"b" * 1000):
+            client.conn.send_data(sid, part)
+        client.conn.end_stream(sid)
+        client.responses[sid] = Response()
+        client.flush()
+        assert client.pump(lambda: client.responses[sid].ended)
+    finally:
+        client.close()
+    assert json.loads(bytes(client.responses[sid].body))["body_len"] == 2000
+
+
 def test_stream_and_ping_floods_get_goaway(stack: Stack) -> None:
     encoder = hpack.Encoder()
     head = [(":method", "GET"), (":path", "/small.bin?flood"), (":scheme", "https")]

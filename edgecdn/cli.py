@@ -15,6 +15,7 @@ from edgecdn.build_info import __version__
 from edgecdn.config import Config, load_config, validate
 from edgecdn.control import download, keygen, purge, signing, signurl, stats, versioning, warmup
 from edgecdn.errors import ConfigError, EdgeError, UsageError
+from edgecdn.serve import tls
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,6 +37,13 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
         "--admin-listen",
         metavar="HOST:PORT",
         help="admin listener: metrics, stats (default 127.0.0.1:8081)",
+    )
+    p.add_argument(
+        "--tls-cert", metavar="FILE", help="PEM certificate chain: --listen speaks TLS (h2, http/1.1)"
+    )
+    p.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert (no passphrase)")
+    p.add_argument(
+        "--redirect-listen", metavar="HOST:PORT", help="with TLS: plain HTTP here answers 308 to https://"
     )
     p.add_argument("--cache-dir", metavar="DIR", help="disk tier directory (default ./.edgecdn-cache)")
     p.add_argument("--memory-size", metavar="SIZE", help='memory tier bound, e.g. "256MiB"')
@@ -88,6 +96,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         server = dataclasses.replace(server, listen=args.listen)
     if args.admin_listen:
         server = dataclasses.replace(server, admin_listen=args.admin_listen)
+    if args.tls_cert or args.tls_key:
+        server = dataclasses.replace(server, tls_cert=args.tls_cert or "", tls_key=args.tls_key or "")
+    if args.redirect_listen:
+        server = dataclasses.replace(server, redirect_listen=args.redirect_listen)
     if args.access_log:
         dest = config_mod.parse_access_log(args.access_log, "--access-log")
         server = dataclasses.replace(server, access_log=dest)
@@ -127,6 +139,8 @@ def check_servable(cfg: Config) -> None:
     """The one validation `serve` and `check-config` share: what one refuses, the other refuses alike."""
     validate(cfg)
     check_admin_keys(cfg)
+    if cfg.server.tls_cert:
+        tls.server_context(cfg.server.tls_cert, cfg.server.tls_key)  # loadable, or one line and exit 2
     if not cfg.origins:
         raise ConfigError("origins: at least one origin is required (--origin URL or origins = [...])")
 

@@ -244,6 +244,10 @@ class ServerConfig:
     warm_timeout: float = field(default=60.0, metadata=_secs(0.001))
     # Master and workers (issue 11): 1 is one process (no master); N or "auto" (one per CPU) workers.
     workers: int = field(default=1, metadata={"parse": parse_workers})
+    # TLS on `listen` (both PEM paths or neither; read when the listener starts): ALPN h2 and http/1.1.
+    tls_cert: str = ""
+    tls_key: str = ""
+    redirect_listen: str = ""  # with TLS: a plain HTTP listener answering 308 to https://
 
 
 ADMIN_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,32}:[A-Za-z0-9_-]{43}")  # the shape `edgecdn keygen` prints
@@ -393,6 +397,20 @@ def validate(config: Config) -> None:
     admin = parse_hostport(config.server.admin_listen, "server.admin_listen")
     if _same_address(public, admin):
         raise ConfigError("server.admin_listen: must differ from server.listen (the admin API is separate)")
+    if bool(config.server.tls_cert) != bool(config.server.tls_key):
+        raise ConfigError("server.tls_cert, server.tls_key: give both or neither")
+    if config.server.redirect_listen:
+        if not config.server.tls_cert:
+            raise ConfigError("server.redirect_listen: needs server.tls_cert (it redirects to https)")
+        if config.server.workers > 1:
+            raise ConfigError(
+                "server.redirect_listen: not with server.workers > 1 yet; use one worker or redirect in front"
+            )
+        redirect = parse_hostport(config.server.redirect_listen, "server.redirect_listen")
+        if any(_same_address(redirect, other) for other in (public, admin)):
+            raise ConfigError(
+                "server.redirect_listen: must differ from server.listen and server.admin_listen"
+            )
     if not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", config.origin.cdn_id):
         raise ConfigError("origin.cdn_id: expected a token (letters, digits, . _ : -)")
     if config.origin.health_path and not config.origin.health_path.startswith("/"):

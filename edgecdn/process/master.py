@@ -318,7 +318,7 @@ async def supervise(cfg: Config, reload: runner.Reload | None = None) -> int:
             master.stopping = True
             return 1
         warming = await master.warm(cfg)
-        runner.announce(listeners)
+        runner.announce(listeners, cfg)
         while True:
             action = await actions.get()
             if action is Action.RELOAD:

@@ -23,10 +23,12 @@ from edgecdn.control import sdnotify
 from edgecdn.errors import ConfigError, UsageError
 from edgecdn.process import handover, signals
 from edgecdn.process.signals import Action
-from edgecdn.serve import readiness
+from edgecdn.serve import readiness, tls
 from edgecdn.serve.admin import admin_runner
 from edgecdn.serve.app import Edge, public_protocol
 from edgecdn.serve.connection import Connections
+from edgecdn.serve.h2connection import tls_protocol
+from edgecdn.serve.redirect import listen_redirect
 
 log = logging.getLogger("edgecdn")
 SHUTDOWN_GRACE_S = 10.0
@@ -88,14 +90,16 @@ async def serve(cfg: Config, reload: Reload | None = None) -> int:
     admin = admin_runner(edge)
     await admin.setup()
     public: asyncio.Server | None = None
+    redirect: asyncio.Server | None = None
     warming = None
     grace = SHUTDOWN_GRACE_S
     try:
         warming = readiness.start_warming(edge, cfg.server)  # health 503 "warming" until warm_from is fetched
         actions = signals.install()  # before readiness: a SIGTERM right after it still drains
         public = await listen_public(edge, connections, listeners.public)
+        redirect = await listen_redirect(edge, connections, public)  # server.redirect_listen
         await web.SockSite(admin, listeners.admin).start()
-        announce(listeners)
+        announce(listeners, cfg, redirect)
         while True:
             action = await actions.get()
             if action is Action.REOPEN:
@@ -119,17 +123,21 @@ async def serve(cfg: Config, reload: Reload | None = None) -> int:
                 break
     finally:
         await readiness.stop_warming(warming)
+        if redirect is not None:
+            redirect.close()
         await drain(edge, public, connections, grace)
         await admin.cleanup()
         await edge.close()
     return 0
 
 
-def announce(listeners: handover.Listeners) -> None:
+def announce(listeners: handover.Listeners, cfg: Config, redirect: asyncio.Server | None = None) -> None:
     """Ready: the line tests and operators wait for, systemd's READY=1, and the predecessor's go-ahead."""
     admin = listeners.admin.getsockname()
+    scheme = "https" if cfg.server.tls_cert else "http"
+    also = f" (redirect {_url(redirect.sockets[0].getsockname())})" if redirect is not None else ""
     print(
-        f"edgecdn listening on {_url(listeners.public.getsockname())} (admin {_url(admin)}) "
+        f"edgecdn listening on {_url(listeners.public.getsockname(), scheme)} (admin {_url(admin)}){also} "
         f"pid {os.getpid()}",
         flush=True,
     )
@@ -158,7 +166,18 @@ def checked(reload: Reload | None) -> Config | None:
 async def listen_public(edge: Edge, connections: Connections, sock: socket.socket) -> asyncio.Server:
     """The public listener: the edge's HTTP/1.1 protocol on a bound (or inherited) socket."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(public_protocol(edge, connections), sock=sock, backlog=BACKLOG)
+    factory: Callable[[], asyncio.Protocol] = public_protocol(edge, connections)
+    context = None
+    if edge.cfg.server.tls_cert:  # the certificate is read here, at every listener start (and reload)
+        context = tls.server_context(edge.cfg.server.tls_cert, edge.cfg.server.tls_key)
+        factory = tls_protocol(edge, connections)
+    return await loop.create_server(
+        factory,
+        sock=sock,
+        backlog=BACKLOG,
+        ssl=context,
+        ssl_handshake_timeout=edge.cfg.server.header_timeout if context else None,
+    )
 
 
 async def drain(
@@ -174,11 +193,11 @@ async def drain(
         await public.wait_closed()
 
 
-def _url(address: Any) -> str:
+def _url(address: Any, scheme: str = "http") -> str:
     host, port = address[:2]
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 if __name__ == "__main__":  # pragma: no cover

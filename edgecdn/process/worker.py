@@ -23,7 +23,7 @@ from edgecdn.control.purge import PurgeRequest
 from edgecdn.fetch.shared_fill import SharedFills
 from edgecdn.process import runner
 from edgecdn.process.ipc import Channel, Message
-from edgecdn.serve.app import Edge, public_protocol
+from edgecdn.serve.app import Edge
 from edgecdn.serve.connection import Connections
 
 log = logging.getLogger("edgecdn.worker")
@@ -58,7 +58,7 @@ async def work(cfg: Config, public_fd: int, ipc_fd: int) -> int:
     serving.add_done_callback(lambda _: stop.set())  # the master is gone: drain and exit
     sock = socket.socket(fileno=public_fd)
     sock.setblocking(False)
-    public = await loop.create_server(public_protocol(edge, connections), sock=sock, backlog=runner.BACKLOG)
+    public = await runner.listen_public(edge, connections, sock)  # TLS and HTTP/2 as configured
     channel.send({"ready": os.getpid()})
     await stop.wait()
     try:

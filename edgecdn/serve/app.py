@@ -164,12 +164,17 @@ def _json(out: ResponseWriter, status: int, body: dict[str, Any], cache: CacheSt
 
 def public_protocol(edge: Edge, connections: Connections) -> Callable[[], HttpConnection]:
     """The public listener's protocol factory: HTTP/1.1 connections feeding `edge.dispatch`."""
-    cfg = edge.cfg.server
-    limits = Limits(
+    limits = public_limits(edge.cfg)
+    return lambda: HttpConnection(edge.dispatch, limits, connections, edge.refused)
+
+
+def public_limits(config: Config) -> Limits:
+    """HTTP/1.1 limits of the public side (the TLS redirect listener has the same)."""
+    cfg = config.server
+    return Limits(
         header_timeout=cfg.header_timeout,
         keepalive_timeout=cfg.keepalive_timeout,
         body_timeout=cfg.body_timeout,
         max_line=cfg.max_header_size,
         max_head=HEAD_FIELDS * cfg.max_header_size,
     )
-    return lambda: HttpConnection(edge.dispatch, limits, connections, edge.refused)

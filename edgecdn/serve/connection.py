@@ -15,7 +15,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 import httptools
 
@@ -47,11 +47,19 @@ Handle = Callable[[Request, ResponseWriter], Awaitable[None]]
 Refused = Callable[[str | None, BadRequest, ResponseWriter], None]
 
 
+class Live(Protocol):
+    """A connection as `Connections` drains it (HTTP/1.1 here, HTTP/2 in h2connection.py)."""
+
+    def shutdown(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class Connections:
     """The live connections of one listener, for a bounded graceful drain."""
 
     def __init__(self) -> None:
-        self.live: set[HttpConnection] = set()
+        self.live: set[Live] = set()
         self.draining = False
         self._all_closed: asyncio.Event | None = None
 
@@ -71,7 +79,7 @@ class Connections:
         for conn in list(self.live):
             conn.abort()
 
-    def closed(self, conn: HttpConnection) -> None:
+    def closed(self, conn: Live) -> None:
         self.live.discard(conn)
         if not self.live and self._all_closed is not None:
             self._all_closed.set()

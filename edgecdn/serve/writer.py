@@ -220,13 +220,7 @@ class ResponseWriter:
                 count -= n
                 if not count:
                     break
-            n = min(FALLBACK_CHUNK, count)
-            if copy is not None:
-                chunk: bytes | memoryview = copy[offset - start : offset - start + n]
-            else:
-                chunk = await asyncio.to_thread(os.pread, file, n, offset)
-            if not chunk:
-                raise ConnectionResetError("cache file shorter than its record")
+            chunk = await file_chunk(file, offset, min(FALLBACK_CHUNK, count), copy, start)
             await self.write(chunk)
             offset += len(chunk)
             count -= len(chunk)
@@ -249,6 +243,20 @@ class ResponseWriter:
         if transport is None or transport.is_closing():
             raise ConnectionResetError("client went away")
         return transport
+
+
+async def file_chunk(
+    file: int, offset: int, n: int, copy: memoryview | None, start: int
+) -> bytes | memoryview:
+    """`n` bytes of `file` from `offset`: sliced from `copy` (the same bytes, in memory from `start`) or
+    read in a thread; a file shorter than its record is the response cut short."""
+    if copy is not None:
+        chunk: bytes | memoryview = copy[offset - start : offset - start + n]
+    else:
+        chunk = await asyncio.to_thread(os.pread, file, n, offset)
+    if not chunk:
+        raise ConnectionResetError("cache file shorter than its record")
+    return chunk
 
 
 def _sendfile(fd: int, file: int, offset: int, count: int) -> int:

@@ -28,7 +28,7 @@ import pytest
 from multidict import CIMultiDict
 
 REPO = Path(__file__).resolve().parents[2]
-READY = re.compile(r"listening on (http://\S+)")
+READY = re.compile(r"listening on (https?://\S+)")
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 HERE = Path(__file__).resolve().parent

@@ -1,7 +1,9 @@
 """Config from strict TOML (STYLE.md rule 6): unknown keys suggest, units parse, every error names its key."""
 
+import dataclasses
 import re
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,40 @@ def test_deploy_examples_load(path: Path) -> None:
 
 def test_deploy_has_an_edge_example() -> None:
     assert sorted(DEPLOY.glob("edge*.toml"))
+
+
+def config_keys(cls: type, prefix: str = "") -> Iterator[str]:
+    """Every key a config file may hold: `section.key`, and `section.rows.key` for arrays of tables."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        row = next((a for a in typing.get_args(kind) if dataclasses.is_dataclass(a)), None)
+        if dataclasses.is_dataclass(kind):
+            yield from config_keys(kind, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+        elif row is not None:
+            yield from config_keys(row, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+        else:
+            yield f"{prefix}{f.name}"
+
+
+def documented_keys(text: str) -> set[str]:
+    """The keys an example shows, set or commented out (`# key = ...`), under their [section]."""
+    keys, section = set(), ""
+    for line in text.splitlines():
+        bare = line.strip().lstrip("#").strip()
+        if m := re.fullmatch(r"\[\[?([a-z_.]+)\]?\]", bare):
+            section = m.group(1) + "."
+        elif m := re.match(r"([a-z_]+)\s*=", bare):
+            keys.add(section + m.group(1))
+            for inline in re.findall(r"\{([^}]*)\}", bare):  # rows written inline: {url = ..., weight = 2}
+                keys.update(f"{section}{m.group(1)}.{k}" for k in re.findall(r"([a-z_]+)\s*=", inline))
+    return keys
+
+
+def test_the_edge_example_documents_every_key() -> None:
+    """STYLE.md rule 6 / issue 11: deploy/edge.example.toml shows every key the config takes."""
+    missing = set(config_keys(Config)) - documented_keys((DEPLOY / "edge.example.toml").read_text())
+    assert not missing, f"document these in deploy/edge.example.toml: {sorted(missing)}"
 
 
 UNKNOWN = [

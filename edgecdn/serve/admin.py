@@ -145,7 +145,12 @@ def admin_app(
         return edge.health()
 
     async def stats(_: web.Request) -> web.Response:
-        body = await edge.stats()  # a StorageError is a JSON 503 (the errors middleware)
+        # A StorageError is a JSON 503 (the errors middleware). With workers: the whole edge's counts.
+        edge_wide = None
+        if workers is not None:
+            await edge.reporter.usage()  # the master's own gauges, current before they are merged
+            edge_wide = await workers(edge.metrics.render())
+        body = await edge.reporter.snapshot(edge_wide)
         return web.json_response(
             body, dumps=lambda o: json.dumps(o, indent=2), headers={"Cache-Control": "no-store"}
         )

@@ -145,9 +145,6 @@ class Edge:
         if self.access_log is not None:
             self.access_log.refused(remote, bad.status, out.body_sent)
 
-    async def stats(self) -> dict[str, Any]:
-        return await self.reporter.snapshot()
-
 
 def _own_path(path: str) -> bool:
     if "/." in path:

@@ -7,7 +7,11 @@ tiers' running totals, so a scrape adds exactly what was evicted since the last 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from edgecdn import clock
 from edgecdn.build_info import __version__
@@ -20,15 +24,33 @@ from edgecdn.metrics import Metrics
 FROM_CACHE = frozenset({"HIT", "STALE", "UPDATING", "REVALIDATED"})
 
 
-def requests_by_status(metrics: Metrics) -> dict[str, int]:
+def requests_by_status(families: Iterable[Metric]) -> dict[str, int]:
     """Client requests so far by cache status (X-Cache), summed over status classes."""
     counts: dict[str, int] = {}
-    for family in metrics.requests.collect():
+    for family in families:
+        if family.name != "edgecdn_requests":
+            continue
         for sample in family.samples:
             if sample.name.endswith("_total"):
                 status = sample.labels["cache_status"]
                 counts[status] = counts.get(status, 0) + int(sample.value)
     return counts
+
+
+def memory_usage(families: Iterable[Metric]) -> dict[str, int]:
+    """The memory tier as the (merged) store gauges tell it: with workers, every process's tier summed."""
+    names = {
+        "edgecdn_store_objects": "items",
+        "edgecdn_store_bytes": "bytes",
+        "edgecdn_store_limit_bytes": "limit",
+        "edgecdn_store_evictions_total": "evicted",
+    }
+    usage = dict.fromkeys(names.values(), 0)
+    for family in families:
+        for sample in family.samples:
+            if sample.name in names and sample.labels.get("tier") == "memory":
+                usage[names[sample.name]] += int(sample.value)
+    return usage
 
 
 class Stats:
@@ -60,9 +82,16 @@ class Stats:
                 m.evictions.labels(tier).inc(new)
                 self._evicted[tier] = u["evicted"]
 
-    async def snapshot(self) -> dict[str, Any]:
-        """The `/_edge/stats` body."""
-        requests = requests_by_status(self.metrics)
+    async def snapshot(self, edge_wide: bytes | None = None) -> dict[str, Any]:
+        """The `/_edge/stats` body; `edge_wide`: a master's /metrics merged over its workers, where the
+        requests and the memory tiers are counted (the disk tier is one, the master's view of it)."""
+        usage = await self.usage()
+        if edge_wide is None:
+            requests = requests_by_status(self.metrics.requests.collect())
+        else:
+            families = list(text_string_to_metric_families(edge_wide.decode()))
+            requests = requests_by_status(families)
+            usage["memory"] = memory_usage(families)
         total = sum(requests.values())
         from_cache = sum(n for status, n in requests.items() if status in FROM_CACHE)
         return {
@@ -70,7 +99,7 @@ class Stats:
             "uptime_s": round(clock.monotonic() - self.started, 3),
             "requests": {"total": total, "by_cache_status": requests},
             "hit_ratio": round(from_cache / total, 4) if total else None,
-            "store": await self.usage(),
+            "store": usage,
             "fills_in_flight": self.coalescer.running,
             "origins": self.pool.states(),
         }

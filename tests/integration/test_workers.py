@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -184,11 +185,17 @@ async def test_metrics_are_the_whole_edges_summed_over_workers(stack: tuple[Orig
     def requests(samples: dict[str, float]) -> float:
         return sum(v for k, v in samples.items() if k.startswith("edgecdn_requests_total"))
 
-    before = await scrape()
+    async def stats() -> dict[str, Any]:
+        async with session() as s, s.get(admin_url(edge) + "/_edge/stats") as r:
+            return dict(await r.json())
+
+    before, stats_before = await scrape(), await stats()
     async with fresh_connections() as f:
         await many(f, edge.url + "/counted.txt", 40)
-    after = await scrape()
+    after, stats_after = await scrape(), await stats()
     assert requests(after) - requests(before) == 40  # counted in the workers, shown by the master
+    assert stats_after["requests"]["total"] - stats_before["requests"]["total"] == 40  # so do the stats
+    assert stats_after["store"]["memory"]["items"] >= 1  # a worker's memory tier holds it
     assert {v for k, v in after.items() if k.startswith("edgecdn_build_info")} == {1.0}  # not summed
 
 

@@ -28,9 +28,9 @@ from aiohttp.test_utils import TestServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edgecdn.cli import build_parser, config_from_args  # noqa: E402
-from edgecdn.serve.app import Edge, public_protocol  # noqa: E402
-from edgecdn.serve.connection import Connections, HttpConnection  # noqa: E402
+from edgecdn.cli import build_parser, config_from_args
+from edgecdn.serve.app import Edge, public_protocol
+from edgecdn.serve.connection import Connections, HttpConnection
 
 
 class FakeTransport:

@@ -60,10 +60,14 @@ class Served:
         row.seconds += seconds
 
 
-class ServedRequests(Collector):
+class ServedView(Collector):
+    """One metric family of `Served`."""
+
     def __init__(self, served: Served) -> None:
         self.served = served
 
+
+class ServedRequests(ServedView):
     def collect(self) -> Iterable[Metric]:
         family = CounterMetricFamily(
             "edgecdn_requests",
@@ -77,10 +81,7 @@ class ServedRequests(Collector):
         yield family
 
 
-class ServedBytes(Collector):
-    def __init__(self, served: Served) -> None:
-        self.served = served
-
+class ServedBytes(ServedView):
     def collect(self) -> Iterable[Metric]:
         family = CounterMetricFamily(
             "edgecdn_sent_bytes", "Body bytes sent to clients, by cache status", labels=["cache_status"]
@@ -90,10 +91,7 @@ class ServedBytes(Collector):
         yield family
 
 
-class ServedSeconds(Collector):
-    def __init__(self, served: Served) -> None:
-        self.served = served
-
+class ServedSeconds(ServedView):
     def collect(self) -> Iterable[Metric]:
         family = HistogramMetricFamily(
             "edgecdn_request_seconds",

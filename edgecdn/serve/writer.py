@@ -168,7 +168,7 @@ class ResponseWriter:
             framing += b"Connection: close\r\n"
         elif self.version == "1.0":
             framing += b"Connection: keep-alive\r\n"
-        self._head = status_line(status) + fields.encode() + framing + b"\r\n"
+        self._head = b"".join((status_line(status), fields.encode(), framing, b"\r\n"))  # one copy
 
     def send(self, status: int, fields: Fields, body: bytes, *, cache: CacheStatus | None = None) -> None:
         """A whole small response in one write."""

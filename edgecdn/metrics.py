@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import platform
+from collections.abc import Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -13,6 +16,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from edgecdn.build_info import __version__
 
@@ -22,7 +27,81 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Hits take well under a millisecond; misses and origin requests take tens of milliseconds to seconds.
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_LE = (*(repr(float(b)) for b in REQUEST_BUCKETS), "+Inf")  # as prometheus_client writes them
 ORIGIN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class ServedRow:
+    """One cache status's tallies: requests by status class, body bytes, latency bucket counts and sum."""
+
+    __slots__ = ("buckets", "bytes", "classes", "seconds")
+
+    def __init__(self) -> None:
+        self.classes = [0] * 10  # by status // 100
+        self.bytes = 0
+        self.buckets = [0] * (len(REQUEST_BUCKETS) + 1)  # per bucket (not cumulative), +Inf last
+        self.seconds = 0.0
+
+
+class Served:
+    """Client requests, body bytes and latency by cache status, counted in plain Python (the hot path
+    takes no lock and looks up no metric child); the collectors below expose them when scraped."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, ServedRow] = {}
+
+    def record(self, cache_status: str, status: int, sent: int, seconds: float) -> None:
+        row = self.rows.get(cache_status)
+        if row is None:
+            row = self.rows[cache_status] = ServedRow()
+        row.classes[min(status // 100, 9)] += 1
+        row.bytes += sent
+        row.buckets[bisect.bisect_left(REQUEST_BUCKETS, seconds)] += 1  # le: the first bound >= seconds
+        row.seconds += seconds
+
+
+class ServedView(Collector):
+    """One metric family of `Served`."""
+
+    def __init__(self, served: Served) -> None:
+        self.served = served
+
+
+class ServedRequests(ServedView):
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "edgecdn_requests",
+            "Client requests by cache status and status class (2xx..5xx)",
+            labels=["cache_status", "status_class"],
+        )
+        for status, row in list(self.served.rows.items()):
+            for cls, n in enumerate(row.classes):
+                if n:
+                    family.add_metric([status, f"{cls}xx"], n)
+        yield family
+
+
+class ServedBytes(ServedView):
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "edgecdn_sent_bytes", "Body bytes sent to clients, by cache status", labels=["cache_status"]
+        )
+        for status, row in list(self.served.rows.items()):
+            family.add_metric([status], row.bytes)
+        yield family
+
+
+class ServedSeconds(ServedView):
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(
+            "edgecdn_request_seconds",
+            "Time from request head to the end of the response, by cache status (HIT and MISS apart)",
+            labels=["cache_status"],
+        )
+        for status, row in list(self.served.rows.items()):
+            cumulative = list(itertools.accumulate(row.buckets))
+            family.add_metric([status], list(zip(_LE, cumulative, strict=True)), row.seconds)
+        yield family
 
 
 class Metrics:
@@ -34,12 +113,10 @@ class Metrics:
             "edgecdn_build_info", "Always 1; the labels name the build", ["version", "python"], registry=r
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
-        self.requests = Counter(
-            "edgecdn_requests",
-            "Client requests by cache status and status class (2xx..5xx)",
-            ["cache_status", "status_class"],
-            registry=r,
-        )
+        # Client requests, bytes and latency: counted by `served.record`, one plain call per request.
+        self.served = Served()
+        self.requests = ServedRequests(self.served)
+        r.register(self.requests)
         self.origin_requests = Counter(
             "edgecdn_origin_requests",
             "Requests sent to origins by outcome",
@@ -141,16 +218,10 @@ class Metrics:
         )
 
         # What an operator reads first (serve/observe.py, fetch/pool.py, serve/admin.py, cache/).
-        self.sent_bytes = Counter(
-            "edgecdn_sent_bytes", "Body bytes sent to clients, by cache status", ["cache_status"], registry=r
-        )
-        self.request_seconds = Histogram(
-            "edgecdn_request_seconds",
-            "Time from request head to the end of the response, by cache status (HIT and MISS apart)",
-            ["cache_status"],
-            buckets=REQUEST_BUCKETS,
-            registry=r,
-        )
+        self.sent_bytes = ServedBytes(self.served)
+        r.register(self.sent_bytes)
+        self.request_seconds = ServedSeconds(self.served)
+        r.register(self.request_seconds)
         self.origin_seconds = Histogram(
             "edgecdn_origin_request_seconds",
             "Time from sending a request to an origin to its response head, per origin",

@@ -21,6 +21,9 @@ class MemoryObject:
     body: bytes
     fields: tuple[tuple[str, str], ...] | None = None  # client-facing headers, built on first use
     block: bytes | None = None  # `fields` serialized for HTTP/1.1, built with them
+    # Wall-clock time until which decide() answers Fresh for a request without directives or
+    # credentials (a memo the handler keeps; 0: unknown). A purge or revalidation replaces the object.
+    fresh_until: float = 0.0
     # The persisted body file, kept open for large bodies so a hit can sendfile() it without a copy
     # (no lookup, no open, no thread: the handle was opened when the object was stored or promoted).
     file: IO[bytes] | None = None

@@ -7,7 +7,7 @@ what comes out is the request to serve and the target to key it by, which never 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from edgecdn import clock
 from edgecdn.config import AccessRule, Config
@@ -20,8 +20,7 @@ from edgecdn.serve.request import Request
 from edgecdn.serve.writer import ResponseWriter
 
 
-@dataclass(frozen=True, slots=True)
-class Admitted:
+class Admitted(NamedTuple):  # a NamedTuple: built per request, cheaper than a frozen dataclass
     request: Request  # origin-form, signed-URL parameters removed
     key_target: str  # what the cache key is made of: the target without any token
 

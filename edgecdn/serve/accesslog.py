@@ -52,8 +52,8 @@ class AccessLog:
         self._dropped = dropped
         self._lines: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._second = -1
         self._stamp = ""
+        self._stamp_until = -1.0  # loop time until which `_stamp` is still the current second
         self._batches: queue.Queue[list[str]] = queue.Queue(MAX_PENDING)
         self._stop = threading.Event()
         self._reopen = threading.Event()  # SIGUSR1: the file was moved by logrotate, open the path again
@@ -71,14 +71,15 @@ class AccessLog:
         up = f"{out.upstream_s:.3f}" if out.upstream_s >= 0 else "-"
         total = now - request.received
         self._add(
-            f'{request.remote or "-"} - - [{self._time()}] "{request.method} {_quoted(request.target)} '
+            f'{request.remote or "-"} - - [{self._time(now)}] "{request.method} {_quoted(request.target)} '
             f'HTTP/{request.version}" {status} {out.body_sent} "{_quoted(h.get("Referer"))}" '
             f'"{_quoted(h.get("User-Agent"))}" {cache} {out.origin or "-"} {up} {total:.3f}\n'
         )
 
     def refused(self, remote: str | None, status: int, body_sent: int) -> None:
         """The line of a request refused before it could be parsed (the request line is unknown)."""
-        self._add(f'{remote or "-"} - - [{self._time()}] "-" {status} {body_sent} "-" "-" ERROR - - 0.000\n')
+        stamp = self._time(self._loop.time())
+        self._add(f'{remote or "-"} - - [{stamp}] "-" {status} {body_sent} "-" "-" ERROR - - 0.000\n')
 
     def flush(self) -> None:
         """Hand what is buffered to the writer thread (dropped and counted if it is too far behind)."""
@@ -117,16 +118,18 @@ class AccessLog:
         elif self._timer is None:
             self._timer = self._loop.call_later(FLUSH_S, self.flush)
 
-    def _time(self) -> str:
-        now = clock.now()
-        second = int(now)
-        if second != self._second:
-            t = time.gmtime(second)
-            self._second = second
-            self._stamp = (
-                f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
-                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
-            )
+    def _time(self, now: float) -> str:
+        """The wall-clock second as nginx writes it; `now` (loop time) spares a clock read per line."""
+        if now < self._stamp_until:
+            return self._stamp
+        wall = clock.now()
+        second = int(wall)
+        t = time.gmtime(second)
+        self._stamp_until = now + (second + 1 - wall)
+        self._stamp = (
+            f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
+        )
         return self._stamp
 
     # -- the writer thread -------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Protocol, cast
 
 import httptools
 
-from edgecdn.serve.parser import BadRequest, Head, check_head
+from edgecdn.serve.parser import BadRequest, Head, HeadFields, check_fields, check_head
 from edgecdn.serve.request import Request, RequestBody
 from edgecdn.serve.writer import Fields, ResponseWriter
 
@@ -121,6 +121,10 @@ class HttpConnection(asyncio.Protocol):
         self._raw: list[tuple[bytes, bytes]] = []
         self._head_size = 0  # bytes of the fields so far
         self._body: RequestBody | None = None
+        # The previous request's fields and what they say (check_fields), reused while they repeat.
+        self._last_raw: list[tuple[bytes, bytes]] = []
+        self._last_version = ""
+        self._fields: HeadFields | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -243,9 +247,14 @@ class HttpConnection(asyncio.Protocol):
             self._bad = BadRequest(431, "request header fields too large")
             raise self._bad
         parser = self._parser
+        version = parser.get_http_version()
         try:
-            head = check_head(parser.get_method().decode(), self._url, parser.get_http_version(), self._raw)
+            if self._raw != self._last_raw or version != self._last_version:
+                self._fields = check_fields(version, self._raw)  # else the same fields as last time
+                self._last_raw, self._last_version = self._raw, version
+            head = check_head(parser.get_method().decode(), self._url, version, self._raw, self._fields)
         except BadRequest as e:
+            self._last_raw, self._last_version = [], ""
             self._bad = e
             raise
         self._in_head = False

@@ -31,6 +31,7 @@ from edgecdn.fetch.pool import OriginPool
 from edgecdn.http.conditional import Precondition
 from edgecdn.metrics import Metrics
 from edgecdn.policy.decide import (
+    Decision,
     Fresh,
     Miss,
     OnlyIfCached,
@@ -161,9 +162,20 @@ class Handler:
     ) -> ResponseWriter | None:
         """One decision and what follows from it; None means "look up again" (a Vary race)."""
         now = clock.now()
-        match decide(facts, found.entry.stored if found else None, now=now):
+        # A memory object keeps when decide() stops answering Fresh for requests without directives
+        # or credentials (its age only grows): until then that decision is reused, not recomputed.
+        memo = found if isinstance(found, MemoryObject) and not facts.cc.directives else None
+        decision: Decision
+        if memo is not None and now < memo.fresh_until and not facts.has_auth:
+            stored = memo.entry.stored
+            decision = Fresh(stored, current_age(stored.initial_age, stored.response_time, now=now))
+        else:
+            decision = decide(facts, found.entry.stored if found else None, now=now)
+        match decision:
             case Fresh(entry=e, age=age, stale=stale):
                 assert found is not None
+                if memo is not None and not stale and not facts.has_auth:
+                    memo.fresh_until = now + ttl_left(e, age)
                 status = CacheStatus.STALE if stale else CacheStatus.HIT
                 field = self.hit_field(status, int(ttl_left(e, age)))
                 return await respond.from_cache(

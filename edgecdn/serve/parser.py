@@ -26,6 +26,14 @@ class BadRequest(Exception):
         self.reason = reason  # short, for the error body and the log line; never echoes client bytes
 
 
+class HeadFields(NamedTuple):
+    """What the header fields of a head say, checked: the same for every request that sends the same ones."""
+
+    headers: CIMultiDict[str]
+    has_body: bool
+    expect_continue: bool
+
+
 class Head(NamedTuple):
     method: str
     target: str  # origin-form
@@ -35,12 +43,28 @@ class Head(NamedTuple):
     expect_continue: bool
 
 
-def check_head(method: str, url: bytes, version: str, raw: list[tuple[bytes, bytes]]) -> Head:
-    """The request head as the handler may see it, or BadRequest (RFC 9112 §2-§3, RFC 9110 §7.2)."""
+def check_head(
+    method: str, url: bytes, version: str, raw: list[tuple[bytes, bytes]], fields: HeadFields | None = None
+) -> Head:
+    """The request head as the handler may see it, or BadRequest (RFC 9112 §2-§3, RFC 9110 §7.2).
+
+    `fields`: `check_fields(version, raw)` when the caller already has it (a keep-alive client sends the
+    same fields request after request); the handler never changes a request's headers, so they are shared.
+    """
     if version not in ("1.1", "1.0"):
         raise BadRequest(505, "http version not supported")
     if method == "CONNECT":
         raise BadRequest(405, "method not allowed")
+    if fields is None:
+        fields = check_fields(version, raw)
+    target = url.decode("latin-1")
+    if not target.startswith("/"):
+        target = origin_form(target)
+    return Head(method, target, version, *fields)
+
+
+def check_fields(version: str, raw: list[tuple[bytes, bytes]]) -> HeadFields:
+    """Host (one, valid, required on 1.1), Expect, Transfer-Encoding, and whether a body follows."""
     headers: CIMultiDict[str] = CIMultiDict([(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw])
     hosts = headers.getall("Host", [])
     if len(hosts) > 1:
@@ -49,7 +73,6 @@ def check_head(method: str, url: bytes, version: str, raw: list[tuple[bytes, byt
         raise BadRequest(400, "Host required")
     if hosts and not _HOST.fullmatch(hosts[0]):
         raise BadRequest(400, "invalid Host")
-    target = origin_form(url.decode("latin-1"))
     expect = headers.get("Expect")
     if expect is not None and expect.strip().lower() != "100-continue":
         raise BadRequest(417, "expectation not supported")
@@ -57,10 +80,7 @@ def check_head(method: str, url: bytes, version: str, raw: list[tuple[bytes, byt
     if te and ",".join(headers.getall("Transfer-Encoding")).rsplit(",", 1)[-1].strip().lower() != "chunked":
         raise BadRequest(400, "transfer-encoding must end in chunked")  # RFC 9112 §6.3 rule 4
     length = headers.get("Content-Length")
-    return Head(
-        method,
-        target,
-        version,
+    return HeadFields(
         headers,
         te or (length is not None and length.strip() not in ("", "0")),
         expect is not None and version == "1.1",

@@ -21,6 +21,8 @@ FALLBACK_CHUNK = 32 * 1024  # bytes copied through the loop while the socket can
 JOIN_BELOW = 16 * 1024  # bodies smaller than this are joined to the head for a single send
 NO_BODY_STATUSES = frozenset({204, 304})
 _STATUS_LINES: dict[int, bytes] = {}
+EXTRA_KEPT = 4096  # serialized sets of per-response fields kept (Fields.encode)
+_EXTRA: dict[tuple[tuple[str, str], ...], bytes] = {}
 
 
 def status_line(status: int) -> bytes:
@@ -83,7 +85,17 @@ class Fields:
 
     def encode(self) -> bytes:
         block = self.block if self.block is not None else serialize(self.base)
-        return block + serialize(self.extra) if self.extra else block
+        if not self.extra:
+            return block
+        # A response's own fields repeat from request to request (a hit's Age, X-Cache, Cache-Status
+        # change once a second at most): serialized once per distinct set.
+        extra = tuple(self.extra)
+        tail = _EXTRA.get(extra)
+        if tail is None:
+            if len(_EXTRA) >= EXTRA_KEPT:
+                _EXTRA.clear()
+            tail = _EXTRA[extra] = serialize(extra)
+        return block + tail
 
 
 class Channel(Protocol):
@@ -156,7 +168,7 @@ class ResponseWriter:
             framing += b"Connection: close\r\n"
         elif self.version == "1.0":
             framing += b"Connection: keep-alive\r\n"
-        self._head = status_line(status) + fields.encode() + framing + b"\r\n"
+        self._head = b"".join((status_line(status), fields.encode(), framing, b"\r\n"))  # one copy
 
     def send(self, status: int, fields: Fields, body: bytes, *, cache: CacheStatus | None = None) -> None:
         """A whole small response in one write."""

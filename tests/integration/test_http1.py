@@ -169,6 +169,21 @@ async def test_pipelined_requests_are_answered_in_order(strict: tuple[OriginClie
     assert targets == [f"/_test/echo?n={i}" for i in range(5)]
 
 
+async def test_every_request_of_a_connection_has_its_fields_checked(
+    strict: tuple[OriginClient, Proc, Path],
+) -> None:
+    # The checked fields of one request are reused for the next only while they are the same bytes.
+    _, edge, _ = strict
+    reader, writer = await connect(edge)
+    for _ in range(2):
+        writer.write(b"GET /_test/echo?n=1 HTTP/1.1\r\nHost: good\r\n\r\n")
+        assert (await read_reply(reader)).status == 200
+    writer.write(b"GET /_test/echo?n=2 HTTP/1.1\r\nHost: good:80@evil\r\n\r\n")
+    assert (await read_reply(reader)).status == 400
+    assert await at_eof(reader)
+    writer.close()
+
+
 async def test_a_pipelined_flood_is_bounded(strict: tuple[OriginClient, Proc, Path]) -> None:
     _, edge, _ = strict
     n = 2000

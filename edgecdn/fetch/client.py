@@ -146,6 +146,23 @@ def upstream_headers(headers: Headers, *, client_ip: str | None, allow: Allow | 
     return tuple(out)
 
 
+# A request body's own framing, and the Host the origin never sees as sent: not about the answer's content.
+BODY_FRAMING = frozenset({"content-type", "content-length", "transfer-encoding", "expect", "host"})
+
+
+def sent_as_a_fill(headers: Headers, allow: Allow) -> bool:
+    """Did a pass-through request carry only what a fill would have forwarded, so that its answer may be
+    shared with other clients (a POST's answer adopted for GET, RFC 9110 §9.3.3)? Body framing aside,
+    every field it forwarded is allowed, and Accept-Encoding is already the one coding it is keyed by."""
+    for name, value in end_to_end(headers, drop=SPOOFABLE_FORWARDING | BODY_FRAMING):
+        if name.lower() == "accept-encoding":
+            if accept_encoding([value]) != value.strip().lower():
+                return False
+        elif name not in allow:
+            return False
+    return True
+
+
 def fill_allow(extra: tuple[str, ...]) -> Allow:
     """The fields a fill forwards: FILL_FORWARD plus the operator's `origin.forward_headers` (and tokens)."""
     return Allow.of((*FILL_FORWARD, *extra))

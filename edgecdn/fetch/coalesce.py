@@ -307,7 +307,8 @@ class Coalescer:
             if adopted is None and self.shared is not None and self._flights.get(flight.key) is flight:
                 async with self.shared.turn(flight.key) as waited:  # one fill per edge, not per worker
                     # A miss may have raced another worker's fill ending: what it stored is the answer.
-                    look = waited or req.revalidate is None
+                    # (Not for a slice: its answer must carry the part, which only a fetch tells.)
+                    look = (waited or req.revalidate is None) and req.slice is None
                     if not (look and await self._stored_elsewhere(flight, req)):
                         await self._fetch(flight, req)
             else:
@@ -446,6 +447,10 @@ class Coalescer:
         if old is not None and resp.status in ERROR_STATUSES:
             resp.release()
             self._settle(flight, Failed(status_error(resp.status)))
+            return
+        if req.slice is not None and resp.status >= 500:
+            resp.release()  # an origin in trouble says nothing about the representation: keep the slices
+            self._fail(flight, status_error(resp.status))
             return
         if req.slice is not None:
             part = check_part(req.slice, resp.status, resp.headers)

@@ -130,8 +130,10 @@ def content_range(value: str | None) -> tuple[int, int, int] | None:
 def check_part(asked: SliceAsk, status: int, headers: Headers) -> Part | Refused:
     """Is this origin answer slice `asked.index` of the representation the stored slices belong to?"""
     etag = strong_etag(headers)
-    if asked.expect is not None and (etag != asked.expect.etag or status == 200):
-        return Refused.CHANGED  # a 200 is the origin's answer to a failed If-Range (RFC 9110 §13.1.5)
+    # Only a 200 or 206 speaks of the representation: a 200 is the answer to a failed If-Range (RFC 9110
+    # §13.1.5), a 206 under another ETag is another representation; any other status is not an answer.
+    if asked.expect is not None and status in (200, 206) and (etag != asked.expect.etag or status == 200):
+        return Refused.CHANGED
     if status != 206:
         return Refused.NOT_PARTIAL
     if etag is None:

@@ -107,6 +107,12 @@ class Master:
         while (message := await worker.channel.receive()) is not None:
             if "ready" in message and not worker.ready.done():
                 worker.ready.set_result(int(message["ready"]))
+            elif "invalidated" in message:  # a worker's unsafe request: every process drops the keys
+                keys = [str(k) for k in message["invalidated"]]
+                if self.edge is not None:
+                    for key in keys:
+                        self.edge.store.forget_memory(key)
+                self.later(self.forget(keys, skip=worker))  # not the sender: it may be storing the new one
             else:
                 worker.channel.answered(message)
         worker.channel.close()
@@ -176,8 +182,8 @@ class Master:
 
     # -- one edge: every worker applies a purge before it is answered -----------------------------------
 
-    async def broadcast(self, op: str, **fields: object) -> list[Message]:
-        workers = list(self.workers)
+    async def broadcast(self, op: str, *, skip: Worker | None = None, **fields: object) -> list[Message]:
+        workers = [w for w in self.workers if w is not skip]
         answers = await asyncio.gather(*(self._ask(w, op, fields, ACK_TIMEOUT_S) for w in workers))
         late = [
             w
@@ -207,8 +213,8 @@ class Master:
         )
         return [a["purged"] for a in answers if isinstance(a.get("purged"), dict)]
 
-    async def forget(self, keys: list[str]) -> None:
-        await self.broadcast("forget", keys=keys)
+    async def forget(self, keys: list[str], skip: Worker | None = None) -> None:
+        await self.broadcast("forget", skip=skip, keys=keys)
 
     async def metrics(self, own: bytes) -> bytes:
         """/metrics for the whole edge: the master's series merged with each worker's (process/gather.py)."""

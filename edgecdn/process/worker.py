@@ -54,6 +54,8 @@ async def work(cfg: Config, public_fd: int, ipc_fd: int) -> int:
     loop.add_signal_handler(signal.SIGQUIT, lambda: os._exit(0))
     if edge.access_log is not None:
         loop.add_signal_handler(signal.SIGUSR1, edge.access_log.reopen)
+    # An unsafe method invalidates for the whole edge (RFC 9111 §4.4): the master tells the other workers.
+    edge.handler.peers_forget = lambda key: channel.send({"invalidated": [key]})
     serving = asyncio.create_task(channel.serve(lambda m: answer(edge, m)))
     serving.add_done_callback(lambda _: stop.set())  # the master is gone: drain and exit
     sock = socket.socket(fileno=public_fd)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import assert_never
 
 from edgecdn import clock
@@ -17,7 +18,7 @@ from edgecdn.cache.store import DiskObject, Found, Store
 from edgecdn.config import Config
 from edgecdn.control.versioning import configured_pattern
 from edgecdn.errors import OriginError, StorageError
-from edgecdn.fetch.client import OriginClient
+from edgecdn.fetch.client import OriginClient, sent_as_a_fill
 from edgecdn.fetch.coalesce import (
     Coalescer,
     Failed,
@@ -81,6 +82,7 @@ class Handler:
         self.observe = observe.Observer(metrics)  # requests, bytes, latency: one call per request
         self._hit_fields: dict[tuple[str, int], str] = {}
         self.slicer = Slicer(cfg, store, coalescer, metrics)  # paths with `slice = true` (serve/slices.py)
+        self.peers_forget: Callable[[str], None] | None = None  # set in a worker (process/worker.py)
 
     async def __call__(self, request: Request, out: ResponseWriter) -> None:
         started = clock.monotonic()
@@ -215,8 +217,10 @@ class Handler:
                     return await self.fetch(request, out, primary, None, fwd="uri-miss", shared=False)
                 return await self.fetch(request, out, primary, None, fwd="miss")
             case Pass(reason=reason):
+                await _release(found)  # a stored object this request may not use (Authorization, say)
                 return await self.pass_through(request, out, primary, reason)
             case OnlyIfCached():
+                await _release(found)
                 return respond.error(
                     out,
                     504,
@@ -357,7 +361,9 @@ class Handler:
             request.method, resp.status, request.raw_path, request.host, resp.headers
         ):
             await self.invalidate(key)
-        if post_answer_reusable(request.method, resp.status, request.raw_path, request.host, resp.headers):
+        if post_answer_reusable(
+            request.method, resp.status, request.raw_path, request.host, resp.headers
+        ) and sent_as_a_fill(tuple(request.headers.items()), self.coalescer.allow):
             # The POST's answer is the target's new representation: stored as its fill, sent from it.
             flight = self.coalescer.adopt(primary, self.fill_request(request, primary, None), resp)
             try:
@@ -370,7 +376,12 @@ class Handler:
         return await proxy.relay(request, out, resp, self.client, field)
 
     async def invalidate(self, primary: str) -> None:
-        """Drop a key from both tiers; a store failure is logged, never fails the request."""
+        """Drop a key from both tiers; a store failure is logged, never fails the request.
+
+        With workers, `peers_forget` tells the edge's other processes to drop it from their memory tiers.
+        """
+        if self.peers_forget is not None:
+            self.peers_forget(primary)
         self.coalescer.forget(primary)
         # A fill of this key still writing to disk would land after the remove: doom it and wait for it.
         await self.coalescer.purge(lambda key, _tags: key == primary)
@@ -379,3 +390,9 @@ class Handler:
         except StorageError as e:
             self.metrics.storage_errors.inc()
             log.warning("invalidating %s failed: %s", primary, e)
+
+
+async def _release(found: Found | None) -> None:
+    """Close a disk object's file when the answer will not come from it."""
+    if isinstance(found, DiskObject) and not found.file.closed:
+        await asyncio.to_thread(found.file.close)

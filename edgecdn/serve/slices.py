@@ -117,12 +117,15 @@ class Slicer:
             return None  # a method, request no-store or only-if-cached: the ordinary path says so
         for _ in range(2):  # a representation that changes twice while we look is a 502
             try:
-                return await self._answer(request, out, primary, facts)
-            except _Changed:
-                await self._drop(primary)
-            except StorageError:  # recorded (counted, logged once per cause) by the store
+                try:
+                    return await self._answer(request, out, primary, facts)
+                except _Changed:
+                    await self._drop(primary)
+            except StorageError as e:  # recorded (counted, logged once per cause) by the store
                 self.metrics.storage_errors.inc()
-                return None
+                if out.started:  # the head is out: only a cut connection is honest now
+                    raise ConnectionResetError(f"slices of {primary}: {e}") from None
+                return None  # nothing sent yet: the ordinary path answers from the origin
         field = cache_status_field(CacheStatus.ERROR, fwd="miss", detail="slice-changed")
         return respond.error(out, 502, "the object changed while it was being sliced", cache_status=field)
 

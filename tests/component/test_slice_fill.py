@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgecdn.cache import slices
-from edgecdn.fetch.coalesce import FillRequest, Storing, Uncacheable
+from edgecdn.fetch.coalesce import Failed, FillRequest, Storing, Uncacheable
 from edgecdn.policy.slice import Refused, Representation, SliceAsk
 from tests.component.test_coalescer import Answer, FakeClient, make, settle
 
@@ -78,4 +78,22 @@ async def test_a_refused_slice_answer_is_aborted_unread_and_nothing_is_stored(
     assert client.raws[0].closed and not client.raws[0].released  # the connection is dropped, not drained
     assert await c.store.blocking(slices.record, c.store.disk, "/v") is None
     assert list(c.store.entry_keys()) == []
+    c.store.close()
+
+
+async def test_an_origin_error_on_a_slice_fails_the_fill_and_keeps_the_stored_slices(tmp_path: Path) -> None:
+    client = FakeClient(answer=part(0))
+    c = make(tmp_path, client)
+    first, _ = c.join(slices.slice_key("/v", 0), slice_request(0))
+    await first.head
+    first.leave()
+    await settle(c)
+    client.answer = Answer(503, (("Retry-After", "1"),), (b"busy",))
+    flight, _ = c.join(slices.slice_key("/v", 1), slice_request(1, REP))
+    head = await flight.head
+    flight.leave()
+    await settle(c)
+    assert isinstance(head, Failed) and head.error.status == 503  # a failure, not a changed object
+    record = await c.store.blocking(slices.record, c.store.disk, "/v")
+    assert record is not None and record.body_of(0)  # slice 0 is still there
     c.store.close()

@@ -296,13 +296,18 @@ async def test_heuristic_freshness_only_for_heuristically_cacheable_statuses(
         pytest.param("SELF", "max-age=300", True, id="rfc9110-9.3.3-post-answer-reused-for-get"),
         pytest.param("/elsewhere", "max-age=300", False, id="rfc9110-9.3.3-other-content-location"),
         pytest.param("SELF", None, False, id="rfc9110-9.3.3-no-explicit-freshness"),
+        # A field a fill would not forward could have shaped the answer: never shared (THREAT_MODEL).
+        pytest.param("SELF-COOKIE", "max-age=300", False, id="edgecdn-post-with-unkeyed-field-not-shared"),
     ],
 )
 async def test_post_answer_with_its_own_content_location_serves_later_gets(
     origin: OriginClient, edge_url: str, content_location: str, cache_control: str | None, reused: bool
 ) -> None:
     path = f"/_test/echo?t=post-{content_location.strip('/')}-{cache_control}"
-    hooks = {"X-Set-Content-Location": path if content_location == "SELF" else content_location}
+    own = content_location.startswith("SELF")
+    hooks = {"X-Set-Content-Location": path if own else content_location}
+    if content_location == "SELF-COOKIE":
+        hooks["Cookie"] = "session=attacker"
     if cache_control is not None:
         hooks["X-Set-Cache-Control"] = cache_control
     async with session() as s:

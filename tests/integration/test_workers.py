@@ -88,6 +88,36 @@ async def test_a_purge_is_in_effect_in_every_worker_before_it_is_answered(
     assert origin.hits("/obj.txt") == 2
 
 
+async def test_an_unsafe_request_in_one_worker_invalidates_in_every_worker(
+    stack: tuple[OriginClient, Proc],
+) -> None:
+    """RFC 9111 §4.4 edge-wide: a POST answered by one worker drops the URL from the others' memory."""
+    _, edge = stack
+    url = edge.url + "/_test/echo?t=invalidate-workers"
+
+    async def gets(s: aiohttp.ClientSession, phase: str, n: int) -> set[str]:
+        headers = {"X-Set-Cache-Control": "max-age=300", "X-Test-Echo": "X-Test-Phase", "X-Test-Phase": phase}
+
+        async def one() -> str:
+            async with s.get(url, headers=headers) as r:
+                assert r.status == 200
+                return r.headers["X-Echo-X-Test-Phase"]
+
+        return set(await asyncio.gather(*(one() for _ in range(n))))
+
+    async with fresh_connections() as s:
+        assert await gets(s, "one", 80) == {"one"}  # both workers hold it in memory
+        async with s.post(url) as r:
+            assert r.status == 200
+        seen: set[str] = set()
+        for _ in range(100):  # the other worker hears of it through the master (bounded wait)
+            seen = await gets(s, "two", 40)
+            if seen == {"two"}:
+                break
+            await asyncio.sleep(0.02)
+    assert seen == {"two"}  # no worker answers the invalidated object any more
+
+
 async def test_a_herd_across_workers_causes_one_origin_request(stack: tuple[OriginClient, Proc]) -> None:
     origin, edge = stack
     path = "/_test/blob/50000?t=worker-herd"

@@ -181,6 +181,13 @@ def answer(status: int, crange: str | None = None, etag: str | None = ETAG) -> t
             Refused.CHANGED,
             id="rfc9110-13.1.5-if-range-failed-is-a-200",
         ),
+        pytest.param(
+            SliceAsk(1, MIB, REP),
+            404,
+            (("Content-Type", "text/plain"),),
+            Refused.NOT_PARTIAL,
+            id="rfc9110-15-an-error-says-nothing-of-the-representation",
+        ),
     ],
 )
 def test_check_part(asked: SliceAsk, status: int, fields: tuple[tuple[str, str], ...], want: object) -> None:

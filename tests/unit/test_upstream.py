@@ -2,8 +2,8 @@
 
 import pytest
 
-from edgecdn.fetch.client import fill_allow, upstream_headers
-from edgecdn.http.fields import SPOOFABLE_FORWARDING, Allow
+from edgecdn.fetch.client import fill_allow, sent_as_a_fill, upstream_headers
+from edgecdn.http.fields import SPOOFABLE_FORWARDING, Allow, Headers
 
 METHOD_OVERRIDE = {"x-http-method-override", "x-http-method", "x-method-override"}
 HOSTILE = tuple((name, "evil.example") for name in sorted(SPOOFABLE_FORWARDING | METHOD_OVERRIDE))
@@ -69,3 +69,21 @@ def test_pass_through_forwards_other_end_to_end_fields() -> None:
 def test_allow_prefix_and_case() -> None:
     allow = Allow.of(["X-Test-*", "Accept"])
     assert "x-test-gate" in allow and "ACCEPT" in allow and "accept-encoding" not in allow
+
+
+@pytest.mark.parametrize(
+    ("headers", "shared"),
+    [
+        pytest.param(
+            (("Content-Type", "application/json"), ("Content-Length", "2")), True, id="body-framing"
+        ),
+        pytest.param((("Accept", "text/html"), ("Host", "a")), True, id="allowed-fields"),
+        pytest.param((("Accept-Encoding", "gzip"),), True, id="accept-encoding-already-one-coding"),
+        pytest.param((("Accept-Encoding", "deflate, gzip"),), False, id="accept-encoding-not-normalised"),
+        pytest.param((("Cookie", "a=1"),), False, id="cookie-could-shape-the-answer"),
+        pytest.param((("User-Agent", "x"),), False, id="user-agent-could-shape-the-answer"),
+        pytest.param((("X-Forwarded-Host", "evil"),), True, id="spoofable-never-forwarded-anyway"),
+    ],
+)
+def test_a_pass_through_answer_is_shared_only_if_sent_as_a_fill(headers: Headers, shared: bool) -> None:
+    assert sent_as_a_fill(headers, fill_allow(())) is shared

@@ -44,6 +44,7 @@ async def work(cfg: Config, public_fd: int, ipc_fd: int) -> int:
         loop.add_signal_handler(sig, lambda: None)
     edge = Edge(cfg)
     edge.follower = None  # the master follows origin changes and broadcasts the purges
+    edge.purger.counts_objects = False  # the master counts the edge's purged objects once
     edge.coalescer.shared = SharedFills(cfg.cache.dir, wait_s=cfg.origin.retry_deadline)
     await edge.start(sweep=False)
     runner.settle_heap()

@@ -169,6 +169,7 @@ def admin_app(
         took_ms = 1000 * (clock.monotonic() - started)
         edge.metrics.purges.labels("soft" if req.soft else "hard").inc()  # requests, whatever they removed
         log.info("purge %s: %s in %.1f ms", "soft" if req.soft else "hard", counts, took_ms)
+        counts.pop("objects")  # the metric's (objects over all kinds); the answer counts per kind
         return web.json_response({"purged": counts, "soft": req.soft})
 
     async def push_put(request: web.Request) -> web.Response:

@@ -33,6 +33,8 @@ class Purger:
         self.metrics = metrics
         # The other processes of this edge (a master's workers): in effect in each before run() returns.
         self.peers: Peers | None = None
+        # A worker reports its counts to the master, which counts the edge's purged objects once.
+        self.counts_objects = True
 
     async def run(self, req: PurgeRequest) -> dict[str, int]:
         """Counts per kind: objects (variants) matched by urls / prefixes / tags, and fills doomed."""
@@ -42,16 +44,21 @@ class Purger:
         await store_purge.apply(self.store, matched, soft=req.soft)
         for url in req.urls:
             self.coalescer.forget(url)
-        # Objects, not requests: the admin route counts requests (the change follower purges too).
-        self.metrics.purged_objects.labels("soft" if req.soft else "hard").inc(len(matched.entries()))
         mine = {
             "urls": len(matched.urls),
             "prefixes": len(matched.prefixes),
             "tags": len(matched.tags),
             "in_flight": in_flight,
+            "objects": len(matched.entries()),
         }
         for counts in theirs:  # the first process to look removed them: the largest count is the edge's
-            mine = {k: mine[k] + counts[k] if k == "in_flight" else max(mine[k], counts[k]) for k in mine}
+            mine = {
+                k: mine[k] + counts.get(k, 0) if k == "in_flight" else max(mine[k], counts.get(k, 0))
+                for k in mine
+            }
+        if self.counts_objects:
+            # Objects, not requests: the admin route counts requests (the change follower purges too).
+            self.metrics.purged_objects.labels("soft" if req.soft else "hard").inc(mine["objects"])
         return mine
 
     async def pushed(self, keys: list[str]) -> None:

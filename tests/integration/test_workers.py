@@ -71,9 +71,12 @@ async def test_a_purge_is_in_effect_in_every_worker_before_it_is_answered(
         warm = await many(s, edge.url + "/obj.txt", 80)  # both workers now hold it in memory
         (origin.root / "obj.txt").write_text("version two")
         async with session() as admin:
+            purged = await metric(admin, admin_url(edge), "edgecdn_purged_objects_total")
             answer = await admin_client.send(
                 admin, parse_key(KEY), admin_url(edge), "POST", "/_edge/purge", {"urls": ["/obj.txt"]}
             )
+            # One object for the edge, though the master and both workers each dropped their copies.
+            assert await metric(admin, admin_url(edge), "edgecdn_purged_objects_total") - purged == 1
         assert answer.ok, answer.body
         after = await many(s, edge.url + "/obj.txt", 80)
         body = b"version three"

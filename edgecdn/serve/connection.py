@@ -19,6 +19,7 @@ from typing import Protocol, cast
 
 import httptools
 
+from edgecdn.policy.status import CacheStatus
 from edgecdn.serve.parser import BadRequest, Head, HeadFields, check_fields, check_head
 from edgecdn.serve.request import Request, RequestBody
 from edgecdn.serve.writer import Fields, ResponseWriter
@@ -45,6 +46,26 @@ class Limits:
 
 Handle = Callable[[Request, ResponseWriter], Awaitable[None]]
 Refused = Callable[[str | None, BadRequest, ResponseWriter], None]
+INTERNAL = b'{"error":"internal"}'
+
+
+async def answer(handle: Handle, request: Request, out: ResponseWriter) -> None:
+    """Run the request handler for one request, whatever the framing (HTTP/1.1, an HTTP/2 stream).
+
+    A client gone is no error; a bug is logged once with its traceback and, if nothing was sent yet,
+    answered 500 (never a traceback to the client, never a request left hanging).
+    """
+    try:
+        await handle(request, out)
+    except ConnectionResetError:
+        pass
+    except Exception:  # a bug in the edge: the last resort, logged and answered; the connection lives on
+        log.exception("unhandled error answering %s %s", request.method, request.path)
+        if not out.started and out.channel.transport is not None:
+            out.keep_alive = False
+            with contextlib.suppress(ConnectionResetError):  # an HTTP/2 stream reset meanwhile
+                fields = Fields((("Content-Type", "application/json"), ("X-Cache", CacheStatus.ERROR.value)))
+                out.send(500, fields, INTERNAL, cache=CacheStatus.ERROR)
 
 
 class Live(Protocol):
@@ -360,15 +381,7 @@ class HttpConnection(asyncio.Protocol):
             version=request.version,
         )
         self._writer = writer
-        try:
-            await self._handle(request, writer)
-        except ConnectionResetError:
-            pass
-        except Exception:
-            log.exception("unhandled error answering %s %s", request.method, request.path)
-            if not writer.started and self.transport is not None:
-                writer.keep_alive = False
-                writer.send(500, Fields((("Content-Type", "application/json"),)), b'{"error":"internal"}')
+        await answer(self._handle, request, writer)
         self._writer = None
         transport = self.transport
         if transport is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -26,15 +26,14 @@ import hpack
 import hyperframe.frame
 from h2.errors import ErrorCodes
 
-from edgecdn.policy.status import CacheStatus
 from edgecdn.serve.app import Edge, public_protocol
-from edgecdn.serve.connection import Connections
+from edgecdn.serve.connection import Connections, Handle, answer
 from edgecdn.serve.h2fields import BlockEncoder
 from edgecdn.serve.h2writer import WRITE_HIGH_WATER, H2Writer, Stream
 from edgecdn.serve.parser import BadRequest, check_head
 from edgecdn.serve.request import Request, RequestBody
 from edgecdn.serve.tls import AlpnSwitch
-from edgecdn.serve.writer import Fields, ResponseWriter
+from edgecdn.serve.writer import ResponseWriter
 
 log = logging.getLogger("edgecdn.h2")
 
@@ -51,7 +50,6 @@ class H2Limits:
     body_timeout: float = 300.0  # a whole request body
 
 
-Handle = Callable[[Request, ResponseWriter], Awaitable[None]]
 Refused = Callable[[str | None, BadRequest, ResponseWriter], None]
 
 
@@ -211,15 +209,7 @@ class H2Connection(asyncio.Protocol):
             if isinstance(request, BadRequest):
                 self._refused(self._remote, request, writer)
                 return
-            try:
-                await self._handle(request, writer)
-            except ConnectionResetError:
-                pass
-            except Exception:
-                log.exception("unhandled error answering %s %s", request.method, request.path)
-                if not writer.started and not stream.reset and self.transport is not None:
-                    fields = Fields((("Content-Type", "application/json"),))
-                    writer.send(500, fields, b'{"error":"internal"}', cache=CacheStatus.ERROR)
+            await answer(self._handle, request, writer)
         except ConnectionResetError:
             pass
         finally:

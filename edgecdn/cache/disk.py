@@ -58,10 +58,24 @@ def storage_error(what: str, e: BaseException) -> StorageError:
 
 @dataclass(frozen=True, slots=True)
 class SpooledBody:
-    """A finished temporary body file, moved (not copied) into the index directory on commit."""
+    """A finished body for the index directory: a temporary file, moved (not copied) there on commit; or,
+    for a small body never written (`data`), its bytes, written to that temporary path by the index writer."""
 
     path: str
     size: int
+    data: bytes | None = None
+
+    def write(self) -> None:
+        """Write `data` (if any) to `path`: then the body is a temporary file like any other."""
+        if self.data is None:
+            return
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(self.data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
 
 
 def _corrupt(e: sqlite3.DatabaseError) -> bool:
@@ -73,14 +87,34 @@ def _corrupt(e: sqlite3.DatabaseError) -> bool:
 class _BodyDisk(diskcache.Disk):  # type: ignore[misc]
     """diskcache's Disk, taught to adopt a SpooledBody by rename instead of copying its bytes."""
 
+    def __init__(self, directory: str, **kwargs: Any) -> None:
+        super().__init__(directory, **kwargs)
+        self._made: set[str] = set()  # body directories known to exist (at most 65 536: two hex levels)
+
     def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
         if isinstance(value, SpooledBody):
             filename = body_file(key[1])
             full_path = os.path.join(self._directory, filename)
-            os.makedirs(os.path.dirname(full_path), exist_ok=True)
-            os.rename(value.path, full_path)
+            parent = os.path.dirname(full_path)
+            if parent not in self._made:
+                os.makedirs(parent, exist_ok=True)
+                self._made.add(parent)
+            try:
+                os.rename(value.path, full_path)
+            except FileNotFoundError:
+                if not os.path.exists(value.path):
+                    raise
+                os.makedirs(parent, exist_ok=True)  # removed meanwhile (clear): made again
+                os.rename(value.path, full_path)
             return value.size, _MODE_BINARY, filename, None
         return super().store(value, read, key)
+
+
+def _discard(body: SpooledBody | None, *more: str) -> None:
+    """Remove a body that will not be stored, wherever it got to."""
+    for path in (*((body.path,) if body is not None else ()), *more):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def new_body_name(key: str) -> str:
@@ -244,25 +278,63 @@ class DiskTier:
         (threads or processes) never lose each other's variants. Returns the variant keys the
         `max_variants` cap (or a changed Vary) evicted; their records and bodies are gone with it.
         """
-        evicted: list[str] = []
+        result = self.put_many([(entry, body)], max_variants)[0]
+        if isinstance(result, StorageError):
+            raise result
+        return result
+
+    def put_many(
+        self, items: list[tuple[Entry, SpooledBody | None]], max_variants: int
+    ) -> list[list[str] | StorageError]:
+        """`put` for several entries in one index transaction and one cull (cache/index_writer.py).
+
+        Returns, per item, the variant keys evicted or the StorageError that kept it out. A body that
+        cannot be written fails alone; a failed transaction fails the whole batch, and none of its
+        bodies stays behind (neither the temporary file nor one already moved into the index).
+        """
+        results: list[list[str] | StorageError] = [[] for _ in items]
+        ready: list[int] = []
+        for i, (_, body) in enumerate(items):
+            try:
+                if body is not None:
+                    body.write()
+                ready.append(i)
+            except OSError as e:
+                results[i] = storage_error("writing a body failed", e)
+                _discard(body)
+        if not ready:
+            return results
         try:
             with self.index.transact():
-                old = from_record(self.index.get(_meta(entry.key)))
-                if body is not None:
-                    self.index.set(("b", entry.body_name), body)
-                self.index.set(_meta(entry.key), to_record(entry), tag=json.dumps(entry.stored.tags))
-                if entry.stored.vary:
-                    evicted = self._add_variant(entry, max_variants)
-                if isinstance(old, Entry) and old.body_name != entry.body_name:
-                    self.index.delete(("b", old.body_name))
-        except _FAILURES as e:
-            if body is not None:
-                Path(body.path).unlink(missing_ok=True)
-            raise storage_error("index write failed", e) from e
+                for i in ready:
+                    results[i] = self._put_one(*items[i], max_variants)
+        except (*_FAILURES, StorageError) as e:
+            failed = storage_error("index write failed", e)
+            for i in ready:
+                entry, body = items[i]
+                results[i] = failed
+                if body is not None and entry.body_name is not None:
+                    _discard(body, os.path.join(self.index.directory, body_file(entry.body_name)))
+            return results
         try:
             self.evicted += self.index.cull()
         except _FAILURES as e:
-            raise storage_error("evicting to the size limit failed", e) from e
+            failed = storage_error("evicting to the size limit failed", e)
+            for i in ready:
+                results[i] = failed
+        return results
+
+    def _put_one(self, entry: Entry, body: SpooledBody | None, max_variants: int) -> list[str]:
+        """Inside put_many's transaction: one entry, its body and its vary marker."""
+        evicted: list[str] = []
+        old = from_record(self.index.get(_meta(entry.key)))
+        if body is not None:
+            self.index.set(("b", entry.body_name), body)
+        self.index.set(_meta(entry.key), to_record(entry), tag=json.dumps(entry.stored.tags))
+        if entry.stored.vary:
+            evicted = self._add_variant(entry, max_variants)
+        if isinstance(old, Entry) and old.body_name != entry.body_name:
+            self.index.delete(("b", old.body_name))
         return evicted
 
     def _add_variant(self, entry: Entry, max_variants: int) -> list[str]:

@@ -31,7 +31,7 @@ def to_record(item: Entry | VaryMarker) -> dict[str, Any]:
     """A plain dict for the disk index, so the format survives code changes (versioned)."""
     if isinstance(item, VaryMarker):
         return {"v": RECORD_VERSION, "vary": list(item.names), "variants": list(item.variants)}
-    stored = dataclasses.asdict(item.stored)
+    stored = {name: getattr(item.stored, name) for name in _STORED_FIELDS}  # asdict() copies deeply, slowly
     stored["headers"] = [list(h) for h in item.stored.headers]
     return {
         "v": RECORD_VERSION,
@@ -40,6 +40,9 @@ def to_record(item: Entry | VaryMarker) -> dict[str, Any]:
         "body": item.body_name,
         "stored": stored,
     }
+
+
+_STORED_FIELDS = tuple(f.name for f in dataclasses.fields(StoredResponse))
 
 
 def from_record(record: object) -> Entry | VaryMarker | None:

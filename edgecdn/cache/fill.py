@@ -1,7 +1,9 @@
 """Read-while-write: one body being written to a temporary file while any number of clients read it.
 
 Rules of this file: the fill belongs to the cache, not to a client; readers never block the writer, and the
-writer never waits for readers. Small bodies are also kept in memory, so their readers need no thread hop.
+writer never waits for readers. Small bodies are also kept in memory, so their readers need no thread hop,
+and their file is made only when one is needed (a flush): a small body that arrives whole is written by the
+index writer with its record (`spool`). Readers are done once the body is complete, not once it is stored.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+
+from edgecdn.cache.disk import SpooledBody
 
 FLUSH_BYTES = 256 * 1024  # write to the file at least this often
 
@@ -18,7 +22,7 @@ class Fill:
 
     def __init__(self, path: Path, fd: int, *, memory_limit: int) -> None:
         self.path = path
-        self._fd = fd
+        self._fd = fd  # -1: no file yet (made by the first flush)
         self._memory_limit = memory_limit
         self.memory: bytearray | None = bytearray() if memory_limit > 0 else None
         self._pending: list[bytes] = []  # received, not yet handed to the file
@@ -35,8 +39,10 @@ class Fill:
 
     @classmethod
     async def create(cls, tmp_dir: Path, name: str, *, memory_limit: int) -> Fill:
+        """A fill below `tmp_dir`. A body that may stay in memory gets its file at its first flush; a
+        large one at once, so a disk that cannot take a file fails the fill before any byte is shown."""
         path = tmp_dir / name
-        fd = await asyncio.to_thread(os.open, path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = -1 if memory_limit > 0 else await asyncio.to_thread(_create, path)
         return cls(path, fd, memory_limit=memory_limit)
 
     # -- writer side -------------------------------------------------------------------------------
@@ -63,13 +69,30 @@ class Fill:
         self._pending.clear()
         self._pending_bytes = 0
         self._writing = data
-        await asyncio.to_thread(_pwrite_all, self._fd, data, self.flushed)
+        if self._fd < 0:
+            self._fd = await asyncio.to_thread(_create_with, self.path, data)
+        else:
+            await asyncio.to_thread(_pwrite_all, self._fd, data, self.flushed)
         self.flushed += len(data)
         self._writing = b""
         self._wake()
 
+    def finish(self) -> None:
+        """Every byte arrived and checked out: readers may finish (storing it may still be under way)."""
+        self.complete = True
+        self._wake()
+
+    async def spool(self) -> SpooledBody:
+        """The body as the disk tier adopts it: its file, flushed; or, never written, its bytes."""
+        if self._fd < 0 and self.memory is not None and len(self.memory) == self.received:
+            return SpooledBody(str(self.path), self.received, data=bytes(self.memory))
+        await self.flush()
+        if self._fd < 0:  # nothing was ever written: an empty body
+            return SpooledBody(str(self.path), 0, data=b"")
+        return SpooledBody(str(self.path), self.received)
+
     def end(self) -> None:
-        """The whole body arrived and was committed (or deliberately not kept): readers may finish."""
+        """The fill is over (stored, or deliberately not kept): the file goes once no reader holds it."""
         self.done = True
         self._wake()
         self._maybe_close()
@@ -113,7 +136,7 @@ class Fill:
                 if offset < base + len(buf):
                     return bytes(buf[offset - base : offset - base + limit])
                 base += len(buf)
-            if self.done:
+            if self.done or self.complete:
                 return b""
             await changed.wait()
 
@@ -129,6 +152,21 @@ class Fill:
             self._fd = -1
             if not self.adopted:
                 self.path.unlink(missing_ok=True)
+
+
+def _create(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+
+
+def _create_with(path: Path, data: bytes) -> int:
+    fd = _create(path)
+    try:
+        _pwrite_all(fd, data, 0)
+    except OSError:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    return fd
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:

@@ -1,8 +1,10 @@
 """The two-tier store: the memory LRU in front of the disk tier, behind one small API.
 
 Rules of this file: `lookup_memory` is the hot path and does no I/O; everything that touches the disk tier
-runs in a thread. A StorageError never fails a request: callers treat it as a miss and go to the origin.
-Every StorageError is recorded (counted by cause) here, once. The vary marker has one owner: the memory
+runs in a thread, and lookups and entry writes go there in batches (cache/batch.py): many share one thread
+hop, and every entry write goes through `writes`, so writes land in the order they were made. A
+StorageError never fails a request: callers treat it as a miss and go to the origin. Every StorageError is
+recorded (counted by cause) here, once. The vary marker has one owner: the memory
 marker changes only in `remember` (no await inside), the disk marker only inside the index transaction
 that writes a variant (disk.py), and a variant the marker does not list is never answered.
 """
@@ -15,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import IO, ParamSpec, TypeVar
 
 from edgecdn.cache import slices
+from edgecdn.cache.batch import Batched
 from edgecdn.cache.disk import DiskTier, SpooledBody, storage_error
 from edgecdn.cache.entry import Entry, VaryMarker
 from edgecdn.cache.faults import Faults
@@ -26,6 +29,8 @@ from edgecdn.metrics import Metrics
 from edgecdn.policy.key import HeaderView, variant_key
 from edgecdn.policy.stored import StoredResponse
 
+LOOKUP_BATCH = 64  # disk lookups per thread hop
+WRITE_BATCH = 256  # entry writes per thread hop, index transaction and cull
 KEEP_FILE_FROM = 512 * 1024  # memory objects this large also keep their body file open, for sendfile
 REMOVE_BATCH = 500  # primaries removed per index transaction by a purge
 
@@ -39,6 +44,7 @@ class DiskObject:
 
 
 Found = MemoryObject | DiskObject
+Looked = tuple[VaryMarker | None, Found | None]  # what a disk lookup found: the vary marker, the object
 
 
 class _RecordedFill(Fill):
@@ -76,6 +82,10 @@ class Store:
         self.faults = Faults(metrics)
         self.memory = MemoryTier(cfg.memory_size, cfg.memory_object_max)
         self.disk = DiskTier(cfg.dir, cfg.disk_size, self.faults)
+        self.lookups: Batched[tuple[str, HeaderView], Looked] = Batched(self._lookup_disk_many, LOOKUP_BATCH)
+        self.writes: Batched[tuple[Entry, SpooledBody | None], list[str]] = Batched(
+            lambda items: self.disk.put_many(items, cfg.max_variants), WRITE_BATCH
+        )
         # Bumped by every removal/invalidation: a disk read that raced one must not promote what it read.
         self.generation = 0
         self.variants_evicted = 0  # variants dropped by the cache.max_variants cap, both tiers
@@ -120,7 +130,11 @@ class Store:
         if hit is not None:
             return hit
         generation = self.generation
-        marker, found = await self.blocking(self._lookup_disk, primary, headers)
+        try:
+            marker, found = await self.lookups((primary, headers))
+        except StorageError as e:
+            self.faults.record(e)
+            raise
         if generation != self.generation:
             # A purge ran meanwhile and what we read may be its victim: a miss, and nothing promoted.
             if isinstance(found, DiskObject):
@@ -146,7 +160,16 @@ class Store:
                     self.memory.discard(key)
         self.memory.put(primary, disk)
 
-    def _lookup_disk(self, primary: str, headers: HeaderView) -> tuple[VaryMarker | None, Found | None]:
+    def _lookup_disk_many(self, asks: list[tuple[str, HeaderView]]) -> list[Looked | StorageError]:
+        found: list[Looked | StorageError] = []
+        for primary, headers in asks:
+            try:
+                found.append(self._lookup_disk(primary, headers))
+            except (StorageError, OSError) as e:  # a read of an opened body, say
+                found.append(storage_error("disk lookup", e))
+        return found
+
+    def _lookup_disk(self, primary: str, headers: HeaderView) -> Looked:
         item = self.disk.get(primary)
         marker = item if isinstance(item, VaryMarker) else None
         if marker is not None:
@@ -199,7 +222,7 @@ class Store:
         if not (isinstance(item, MemoryObject) and item.entry.body_name == entry.body_name):
             self.remember(entry, body)  # unless the fill already made it visible (before its flush)
         try:
-            await self.persist(entry, SpooledBody(str(fill.path), fill.received))
+            await self.persist(entry, await fill.spool())
         except StorageError:
             self.memory.discard(entry.key)
             raise
@@ -207,7 +230,7 @@ class Store:
 
     async def persist(self, entry: Entry, body: SpooledBody) -> None:
         """Write a complete entry to the disk tier; the body file is moved into it, not copied."""
-        evicted = await self.blocking(self.disk.put, entry, body, self.cfg.max_variants)
+        evicted = await self._write(entry, body)
         for key in evicted:
             self.memory.discard(key)
         self._count_evicted(len(evicted))
@@ -220,6 +243,14 @@ class Store:
             elif f is not None:
                 f.close()
 
+    async def _write(self, entry: Entry, body: SpooledBody | None) -> list[str]:
+        """One entry through the index writer (batched with others); a StorageError is recorded here."""
+        try:
+            return await self.writes((entry, body))
+        except StorageError as e:
+            self.faults.record(e)
+            raise
+
     def _count_evicted(self, n: int) -> None:
         self.variants_evicted += n
         if n and self.metrics is not None:
@@ -230,7 +261,7 @@ class Store:
         new = replace(entry, stored=stored)
         if stored.invalidated:
             self.generation += 1
-        await self.blocking(self.disk.put, new, None, self.cfg.max_variants)
+        await self._write(new, None)
         if stored.invalidated:
             self.generation += 1
         item = self.memory.get(entry.key)

@@ -19,7 +19,7 @@ from multidict import CIMultiDict
 
 from edgecdn import clock
 from edgecdn.cache import slices
-from edgecdn.cache.disk import SpooledBody, new_body_name
+from edgecdn.cache.disk import new_body_name
 from edgecdn.cache.entry import Entry
 from edgecdn.cache.fill import Fill
 from edgecdn.cache.store import Store
@@ -586,7 +586,7 @@ class Coalescer:
                 raise HashMismatch(f"{req.path}: body hashes to {hasher.hexdigest()}, not {expect}")
             if held:
                 await fill.append(held)
-            fill.complete = True
+            fill.finish()  # readers may end: storing it runs after them, never before them
             if verify_first:
                 self._settle(flight, Storing(entry, fill, length))
             entry = replace(entry, stored=replace(entry.stored, size=fill.received))
@@ -596,7 +596,6 @@ class Coalescer:
                 assert fill.memory is not None
                 self.store.remember(entry, bytes(fill.memory))
                 self._unregister(flight)
-            await fill.flush()
         except OriginError as e:
             resp.abort()
             self.metrics.fills.labels("failed").inc()
@@ -652,7 +651,7 @@ class Coalescer:
 
     async def _commit_slice(self, entry: Entry, fill: Fill, part: Part) -> None:
         """A slice goes to the disk tier only, listed in its object's record (cache/slices.py)."""
-        body = SpooledBody(str(fill.path), fill.received)
+        body = await fill.spool()
         dropped = await self.store.blocking(
             slices.put, self.store.disk, entry, body, part.index, part.representation
         )

@@ -134,7 +134,6 @@ class Pusher:
                     if content is not None:
                         content.update(chunk)
                     await fill.append(chunk)
-                await fill.flush()
             except StorageError as e:
                 fill.fail(e)
                 raise AdminError(503, "push failed in the store", str(e)) from None

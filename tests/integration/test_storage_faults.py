@@ -83,6 +83,12 @@ async def test_the_variant_cap_holds_under_concurrent_fills(origin: OriginClient
 
         filled = await asyncio.gather(*(one(v) for v in values))
         rescan = [await one(v) for v in values]  # sequential: each miss stores one more and evicts one
+        # The index learns of a fill after its client is answered: wait (bounded) until every miss is.
+        misses = (filled + rescan).count("MISS")
+        for _ in range(500):
+            if await metric(s, admin_url(proc), "edgecdn_fills_total", result="stored") >= misses:
+                break
+            await asyncio.sleep(0.01)
         evicted = await metric(s, admin_url(proc), "edgecdn_variants_evicted_total")
     assert set(filled) <= {"MISS", "HIT"}
     assert rescan.count("HIT") <= 16

@@ -153,7 +153,7 @@ class CacheConfig:
     hit_for_miss: float = field(default=30.0, metadata=_secs())
     # A failed fill (origin error, 5xx) is the answer for its key this long (nginx proxy_cache_valid 500 1s).
     error_ttl: float = field(default=1.0, metadata=_secs())
-    # Memory objects >= 512 KiB keep their body file open and are sent with sendfile(2) from it (no copy).
+    # Memory objects >= 64 KiB keep their body file open and are sent with sendfile(2) from it (no copy).
     memory_sendfile: bool = True
     # Last path segment of content-hash URLs: a regex with (?P<hash>...) capturing 16 hex digits of xxh3-64;
     # "" is the built-in `name.<hash>.ext`, "off" turns verification and immutability off.

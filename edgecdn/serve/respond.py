@@ -35,7 +35,8 @@ from edgecdn.serve.writer import Fields, ResponseWriter, serialize
 # What one reader of a fill in progress holds at most: the bytes not yet in the fill's file are copied
 # out in pieces of this size; the rest goes by sendfile from the fill's file.
 FILL_READ = 64 * 1024
-LARGE_BODY = 512 * 1024  # memory bodies from this size on go out in pieces (or by sendfile), not one write
+SENDFILE_FROM = 64 * 1024  # memory bodies from this size on go by sendfile from their kept file, if they can
+LARGE_BODY = 512 * 1024  # ... and otherwise from this size on in pieces, not one write
 BOUNDARY_HEX = 32  # hex digits in a multipart boundary
 # RFC 9110 §15.4.5: what a 304 carries of the stored fields.
 NOT_MODIFIED_FIELDS = frozenset(
@@ -168,12 +169,14 @@ async def _memory_body(
         fields, boundary, ctype = _multipart(fields, plan, size)
         parts = [multipart_head(boundary, ctype, r, size) + body[r.start : r.end + 1] for r in plan.ranges]
         status, body, file_offset = 206, b"".join(parts) + multipart_tail(boundary), None
-    if len(body) < LARGE_BODY:
+    # The same bytes from the kept body file: sendfile() spares the copy into the socket (plain TCP only).
+    from_file = file_offset is not None and found.file is not None and out.channel.socket_fd() >= 0
+    if len(body) < (SENDFILE_FROM if from_file else LARGE_BODY):
         out.send(status, fields, body)  # type: ignore[arg-type]  # bytes + memoryview joins fine
         return
     out.start(status, fields, length=len(body))
-    if file_offset is not None and found.file is not None:
-        # The same bytes from the kept body file: sendfile() spares the copy into the socket.
+    if from_file:
+        assert found.file is not None and file_offset is not None
         await out.sendfile(found.file.fileno(), file_offset, len(body), copy=memoryview(body))
     else:
         await out.write(body)
@@ -227,7 +230,8 @@ async def from_fill(
     if request.method == "HEAD":
         await out.end()
         return out
-    out.flush()
+    if fill.error is not None or (fill.received <= offset and not fill.complete):
+        out.flush()  # nothing to send with it yet (or never will be): the client has the head meanwhile
     end = None if count is None else offset + count
     while end is None or offset < end:
         flushed = fill.flushed if end is None else min(fill.flushed, end)

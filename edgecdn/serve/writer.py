@@ -196,16 +196,17 @@ class ResponseWriter:
         if not data or self._head_only:
             return
         transport = self._transport()
-        if self._head:
-            head, self._head = self._head, b""
-            transport.write(head)
+        head, self._head = self._head, b""  # a head not sent yet goes in the same send as the first piece
         view = memoryview(data)
         for at in range(0, len(view), CHUNK):
             piece = view[at : at + CHUNK]
             if self._chunked:
-                transport.writelines((b"%x\r\n" % len(piece), piece, b"\r\n"))
+                transport.writelines((head + b"%x\r\n" % len(piece), piece, b"\r\n"))
+            elif head:
+                transport.writelines((head, piece))
             else:
                 transport.write(piece)
+            head = b""
             self.body_sent += len(piece)
             await self.channel.drain()
 

@@ -19,8 +19,10 @@ from multidict import CIMultiDict
 
 from edgecdn.cache import disk as disk_module
 from edgecdn.cache import fill as fill_module
+from edgecdn.cache import store as store_module
 from edgecdn.cache.disk import new_body_name
 from edgecdn.cache.entry import Entry, VaryMarker
+from edgecdn.cache.memory import MemoryObject
 from edgecdn.cache.store import DiskObject, Store
 from edgecdn.config import CacheConfig
 from edgecdn.errors import StorageError
@@ -256,3 +258,27 @@ async def test_a_body_read_failing_mid_lookup_is_a_storage_error_too(
     with pytest.raises(StorageError) as e:
         await store.lookup("/small", {})
     assert e.value.cause == "EIO" and store.faults.counts == {"EIO": 1}
+
+
+async def test_memory_objects_from_64_kib_keep_their_body_file_open_for_sendfile(tmp_path: Path) -> None:
+    store = store_in(tmp_path)
+    kept = {}
+    for size in (64 * 1024 - 1, 64 * 1024):
+        entry = await fill_and_commit(store, f"/o{size}", b"x" * size)
+        item = store.memory.peek(entry.key)
+        assert isinstance(item, MemoryObject)
+        kept[size] = item.file is not None
+    restarted = store_in(tmp_path)  # promoted from the disk tier: the same rule
+    for size in (64 * 1024 - 1, 64 * 1024):
+        found = await restarted.lookup(f"/o{size}", headers(""))
+        assert isinstance(found, MemoryObject) and len(found.body) == size
+        kept[-size] = found.file is not None
+    assert kept == {65535: False, 65536: True, -65535: False, -65536: True}
+
+
+def test_a_low_open_files_limit_keeps_only_larger_bodies_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    limits = {"soft": 1024}
+    monkeypatch.setattr(store_module.resource, "getrlimit", lambda _: (limits["soft"], 1 << 20))
+    low = store_module.keep_file_from(256 << 20)
+    limits["soft"] = 1 << 20
+    assert (low, store_module.keep_file_from(256 << 20)) == (512 * 1024, 64 * 1024)  # 256 MiB / 512 files

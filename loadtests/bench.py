@@ -34,7 +34,7 @@ from measure import NOISY, RETRY_BUDGET_S, RetryBudget, measure
 from processes import SERVER_CORE, Processes
 from report import print_table, write_json
 from scenarios import SCENARIOS, Scenario, write_origin
-from servers import NGINX, Server, start_edge, start_nginx, start_origin, warm
+from servers import NGINX, Server, start_edge, start_floor, start_nginx, start_origin, warm
 
 LOG_MODES = ("log", "nolog")
 
@@ -75,6 +75,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=f"repeat a run up to N times while other processes took > {NOISY * 100:.0f}%% of a core "
         f"during it (at most {RETRY_BUDGET_S:.0f} s extra in all; default 1, 0 = never)",
     )
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="memory-hit rows with loadtests/floor.py (uvloop + httptools, no cache policy) in the edge's "
+        "place: the most any Python server reaches on this machine, for scale",
+    )
     p.add_argument("--check", action="store_true", help="exit 1 if a ratio misses its target")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, configs)")
     # argparse would take "--edge-args --no-uvloop" for two options; glue the value on.
@@ -90,6 +96,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.scenarios = [by_name.get(n.strip()) for n in args.rows.split(",") if n.strip()]
     if None in args.scenarios or not args.scenarios:
         p.error(f"--rows: choose from {', '.join(by_name)}")
+    if args.floor and any(not sc.name.startswith("mem-") for sc in args.scenarios):
+        p.error("--floor measures memory hits only: add --rows mem-1k,mem-64k,mem-1m (or a part of them)")
     args.log_modes = [m.strip() for m in args.logs.split(",") if m.strip()]
     if not args.log_modes or set(args.log_modes) - set(LOG_MODES):
         p.error("--logs: log, nolog or both")
@@ -140,7 +148,10 @@ def start_servers(
     servers: dict[str, Server] = {}
     logs = tmp / f"logs-{log_mode}"
     logs.mkdir(exist_ok=True)
-    if "edgecdn" in args.server_list:
+    if args.floor and "edgecdn" in args.server_list:
+        log = logs / "floor.access.log" if log_mode == "log" else None
+        servers["edgecdn"] = start_floor(procs, tmp, tmp / "origin-root", args, access_log=log)
+    elif "edgecdn" in args.server_list:
         for name, memory_tier in (("edgecdn", True), ("edgecdn-disk", False)):
             if any(sc.edge == name for sc in args.scenarios):
                 log = logs / f"{name}.access.log" if log_mode == "log" else None

@@ -105,6 +105,11 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         f"{args.connections} connections (fills: 64)"
     )
     print(f"client: {CLIENT_NOTES[args.client]}")
+    if getattr(args, "floor", False):
+        print(
+            "FLOOR: the edge column is loadtests/floor.py (uvloop + httptools, prebuilt answers, no cache\n"
+            "policy), not edgecdn: the most a Python server reaches on this machine, for scale."
+        )
     print(
         "rows: mem-* memory-tier hits; disk-* hits with the edge's memory tier off (nginx serves its\n"
         "cache files); pass-1k a no-store object (every request to the origin); fill-200b distinct\n"

@@ -96,6 +96,19 @@ def start_edge(
     return Server(name, url.rstrip("/"), started)
 
 
+def start_floor(
+    procs: Processes, tmp: Path, root: Path, args: argparse.Namespace, *, access_log: Path | None
+) -> Server:
+    """The Python floor (floor.py) in the edge's place: what any Python server reaches here, for scale."""
+    work = tmp / "floor"
+    work.mkdir(exist_ok=True)
+    argv = pinned(SERVER_CORE, args.nice, sys.executable, str(HERE / "floor.py"), str(root))
+    argv += ["--listen", f"{LOOPBACK}:0"] + (["--access-log", str(access_log)] if access_log else [])
+    started = procs.start("floor", argv, work / "floor.log", tmp)
+    url = wait_for_listen_line(started, re.compile(r"floor listening on (http://\S+)"))
+    return Server("floor", url.rstrip("/"), started)
+
+
 def nginx_config(prefix: Path, origin: Server, port: int, access_log: Path | None) -> str:
     text = (HERE / "nginx-bench.conf.tmpl").read_text()
     # As root, nginx would drop its worker to nobody, who cannot enter the 0700 temp dir.

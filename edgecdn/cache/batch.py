@@ -1,10 +1,11 @@
 """Blocking disk-tier calls queued by the loop and run by one thread hop per batch.
 
-Rules of this file: queuing does no I/O on the loop; one batch of a queue is in a thread at a time, and it
-takes everything queued when it starts (up to `max_batch`): under load many calls share one thread hop
-(and, for writes, one SQLite transaction and one cull), while a call alone waits for nobody. Calls run
-in the order they were queued. Each caller awaits its own result, or the StorageError that was its
-answer; a caller that stops waiting does not stop its call.
+Rules of this file: queuing does no I/O on the loop; at most `parallel` batches of a queue are in threads
+at a time, and each takes everything queued when it starts (up to `max_batch`): under load many calls
+share one thread hop (and, for writes, one SQLite transaction and one cull), while a call alone waits for
+nobody. With `parallel=1` calls run in the order they were queued (writes need that; lookups may overlap,
+so a slow disk read does not hold up the ones behind it). Each caller awaits its own result, or the
+StorageError that was its answer; a caller that stops waiting does not stop its call.
 """
 
 from __future__ import annotations
@@ -20,25 +21,28 @@ Out = TypeVar("Out")
 
 
 class Batched(Generic[In, Out]):
-    def __init__(self, run: Callable[[list[In]], list[Out | StorageError]], max_batch: int) -> None:
+    def __init__(
+        self, run: Callable[[list[In]], list[Out | StorageError]], max_batch: int, *, parallel: int = 1
+    ) -> None:
         self._run_batch = run  # blocking: one result (or StorageError) per item, in order
         self._max_batch = max_batch
+        self._parallel = parallel
         self._queue: list[tuple[In, asyncio.Future[Out]]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._drainers: set[asyncio.Task[None]] = set()  # taking batches from the queue (at most `parallel`)
         self.batches = 0  # thread hops taken (calls / batches: what batching saved)
         self.calls = 0
 
     @property
     def pending(self) -> int:
-        """Calls queued behind the batch in a thread (if any)."""
+        """Calls queued behind the batches in threads (if any)."""
         return len(self._queue)
 
     async def __call__(self, item: In) -> Out:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Out] = loop.create_future()
         self._queue.append((item, done))
-        if self._task is None:
-            self._task = loop.create_task(self._drain())
+        if len(self._drainers) < self._parallel:
+            self._drainers.add(loop.create_task(self._drain()))
         return await done
 
     async def _drain(self) -> None:
@@ -62,7 +66,9 @@ class Batched(Generic[In, Out]):
                         done.set_result(result)
                 batch = []
         finally:
-            self._task = None
+            # Leaves the set in the same step that found the queue empty: a call queued after that
+            # step starts a drainer of its own, never waits for one that is already done.
+            self._drainers.discard(asyncio.current_task())
             # Cancelled with the loop: whoever still waits learns the call may not have run.
             for _, done in (*batch, *self._queue):
                 if not done.done():

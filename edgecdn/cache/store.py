@@ -30,7 +30,8 @@ from edgecdn.metrics import Metrics
 from edgecdn.policy.key import HeaderView, variant_key
 from edgecdn.policy.stored import StoredResponse
 
-LOOKUP_BATCH = 64  # disk lookups per thread hop
+LOOKUP_BATCH = 64  # disk lookups per thread hop ...
+LOOKUP_THREADS = 4  # ... and hops at a time (a slow read must not hold up every lookup behind it)
 WRITE_BATCH = 256  # entry writes per thread hop, index transaction and cull
 # Memory objects this large also keep their body file open, for sendfile (at 64 KiB it spares more than a
 # third of a hit's CPU: the copy into the socket). Fewer when the open-files limit would not hold them all.
@@ -93,7 +94,9 @@ class Store:
         self.faults = Faults(metrics)
         self.memory = MemoryTier(cfg.memory_size, cfg.memory_object_max)
         self.disk = DiskTier(cfg.dir, cfg.disk_size, self.faults)
-        self.lookups: Batched[tuple[str, HeaderView], Looked] = Batched(self._lookup_disk_many, LOOKUP_BATCH)
+        self.lookups: Batched[tuple[str, HeaderView], Looked] = Batched(
+            self._lookup_disk_many, LOOKUP_BATCH, parallel=LOOKUP_THREADS
+        )
         self.writes: Batched[tuple[Entry, SpooledBody | None], list[str]] = Batched(
             lambda items: self.disk.put_many(items, cfg.max_variants), WRITE_BATCH
         )

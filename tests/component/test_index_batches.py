@@ -185,3 +185,39 @@ async def test_a_large_fill_has_its_file_at_once_and_a_small_one_only_when_flush
         fill.end()
         fill.release()
     assert files_under(store.disk.tmp) == []
+
+
+async def test_a_held_disk_lookup_does_not_hold_up_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = store_in(tmp_path)
+    await commit_small(store, "/fast", b"fast")
+    store.memory.discard("/fast")  # a disk hit from here on
+    gate, entered = threading.Event(), threading.Event()
+    real = store._lookup_disk
+
+    def lookup(primary: str, headers: object) -> object:
+        if primary == "/slow":
+            entered.set()
+            assert gate.wait(10), "the test never opened the gate"
+        return real(primary, headers)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "_lookup_disk", lookup)
+    slow = asyncio.create_task(store.lookup("/slow", {}))
+    try:
+        assert await asyncio.to_thread(entered.wait, 10)
+        fast = await asyncio.wait_for(store.lookup("/fast", {}), 10)  # while /slow is held in its thread
+        assert fast is not None and fast.entry.key == "/fast" and not slow.done()
+    finally:
+        gate.set()
+    assert await slow is None
+    assert (store.lookups.calls, store.lookups.batches) == (2, 2)
+
+
+async def test_a_write_queued_as_the_writer_finishes_is_still_written(tmp_path: Path) -> None:
+    store = store_in(tmp_path)
+    await commit_small(store, "/a", b"a")  # woken by its write's result, before the writer task has ended
+    # ... which has found its queue empty and is ending: the next write must start another.
+    async with asyncio.timeout(10):  # (wait_for would run it in a task of its own, a loop turn later)
+        second = await commit_small(store, "/b", b"b")
+    assert isinstance(store.disk.get(second.key), Entry) and store.writes.batches == 2

@@ -286,7 +286,7 @@ class DiskTier:
     def put_many(
         self, items: list[tuple[Entry, SpooledBody | None]], max_variants: int
     ) -> list[list[str] | StorageError]:
-        """`put` for several entries in one index transaction and one cull (cache/index_writer.py).
+        """`put` for several entries in one index transaction and one cull (Store.writes, cache/batch.py).
 
         Returns, per item, the variant keys evicted or the StorageError that kept it out. A body that
         cannot be written fails alone; a failed transaction fails the whole batch, and none of its

@@ -36,6 +36,9 @@ log = logging.getLogger("edgecdn.storage")
 _MODE_BINARY = 2  # diskcache's mode for values kept as files
 SIZE_MISMATCH = "size-mismatch"
 _FAILURES = (OSError, sqlite3.Error, diskcache.Timeout)
+# Bodies up to this size live in their index record (a BLOB in the same row write), not in a file of their
+# own: a small fill then costs no file creation, no rename and no directory, and its disk hit no open().
+INLINE_MAX = 4096
 # Each thread that touches the index holds its own SQLite connection, each with its own page cache: bounded
 # here (4 MiB each), and no mmap of the index, so the edge's memory does not grow with the index's size.
 SQLITE_CACHE_PAGES = 1024
@@ -115,6 +118,11 @@ def _discard(body: SpooledBody | None, *more: str) -> None:
     for path in (*((body.path,) if body is not None else ()), *more):
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+def _inlined(body: SpooledBody) -> bool:
+    """A body that goes into its index record: never written to a file, and small."""
+    return body.data is not None and len(body.data) <= INLINE_MAX
 
 
 def new_body_name(key: str) -> str:
@@ -271,32 +279,53 @@ class DiskTier:
             return None
         return f
 
-    def put(self, entry: Entry, body: SpooledBody | None, max_variants: int) -> list[str]:
+    def small_body(self, entry: Entry) -> bytes | None:
+        """The body of an entry of at most INLINE_MAX bytes, from its record (or, stored by an older
+        version, its file); None when it is gone. As open_body: a gone body drops the entry, one of the
+        wrong size is a counted fault."""
+        try:
+            body = self.index.get(("b", entry.body_name))
+        except _FAILURES as e:
+            raise storage_error("reading a body failed", e) from e
+        if not isinstance(body, bytes):
+            self.delete(entry.key)
+            return None
+        if len(body) != entry.stored.size:
+            self.delete(entry.key)
+            why = f"body of {entry.key} is {len(body)} bytes, its entry says {entry.stored.size}: dropped"
+            self.faults.record(StorageError(why, SIZE_MISMATCH))
+            return None
+        return body
+
+    def put(
+        self, entry: Entry, body: SpooledBody | None, max_variants: int, *, inline: bool = True
+    ) -> list[str]:
         """Store an entry (and its body) and update its primary's vary marker, in one transaction.
 
         The marker is read, changed and written inside the index transaction, so concurrent writers
         (threads or processes) never lose each other's variants. Returns the variant keys the
         `max_variants` cap (or a changed Vary) evicted; their records and bodies are gone with it.
         """
-        result = self.put_many([(entry, body)], max_variants)[0]
+        result = self.put_many([(entry, body)], max_variants, inline=inline)[0]
         if isinstance(result, StorageError):
             raise result
         return result
 
     def put_many(
-        self, items: list[tuple[Entry, SpooledBody | None]], max_variants: int
+        self, items: list[tuple[Entry, SpooledBody | None]], max_variants: int, *, inline: bool = True
     ) -> list[list[str] | StorageError]:
         """`put` for several entries in one index transaction and one cull (Store.writes, cache/batch.py).
 
         Returns, per item, the variant keys evicted or the StorageError that kept it out. A body that
         cannot be written fails alone; a failed transaction fails the whole batch, and none of its
-        bodies stays behind (neither the temporary file nor one already moved into the index).
+        bodies stays behind (neither the temporary file nor one already moved into the index). With
+        `inline`, a body never written to a file and of at most INLINE_MAX bytes goes into its record.
         """
         results: list[list[str] | StorageError] = [[] for _ in items]
         ready: list[int] = []
         for i, (_, body) in enumerate(items):
             try:
-                if body is not None:
+                if body is not None and not (inline and _inlined(body)):
                     body.write()
                 ready.append(i)
             except OSError as e:
@@ -307,7 +336,7 @@ class DiskTier:
         try:
             with self.index.transact():
                 for i in ready:
-                    results[i] = self._put_one(*items[i], max_variants)
+                    results[i] = self._put_one(*items[i], max_variants, inline)
         except (*_FAILURES, StorageError) as e:
             failed = storage_error("index write failed", e)
             for i in ready:
@@ -324,12 +353,13 @@ class DiskTier:
                 results[i] = failed
         return results
 
-    def _put_one(self, entry: Entry, body: SpooledBody | None, max_variants: int) -> list[str]:
+    def _put_one(self, entry: Entry, body: SpooledBody | None, max_variants: int, inline: bool) -> list[str]:
         """Inside put_many's transaction: one entry, its body and its vary marker."""
         evicted: list[str] = []
         old = from_record(self.index.get(_meta(entry.key)))
         if body is not None:
-            self.index.set(("b", entry.body_name), body)
+            # bytes below diskcache's min_file_size are kept in the row; a SpooledBody is moved in
+            self.index.set(("b", entry.body_name), body.data if inline and _inlined(body) else body)
         self.index.set(_meta(entry.key), to_record(entry), tag=json.dumps(entry.stored.tags))
         if entry.stored.vary:
             evicted = self._add_variant(entry, max_variants)

@@ -96,7 +96,7 @@ def put(disk: DiskTier, entry: Entry, body: SpooledBody, index: int, rep: Repres
             if old is not None and old.representation != rep:
                 dropped = drop(disk, entry.primary)
                 old = None
-            disk.put(entry, body, 1)
+            disk.put(entry, body, 1, inline=False)  # a slice is sent from its file
             assert entry.body_name is not None
             bodies = dict(old.bodies if old is not None else ())
             bodies[index] = entry.body_name

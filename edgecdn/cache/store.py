@@ -19,7 +19,7 @@ from typing import IO, ParamSpec, TypeVar
 
 from edgecdn.cache import slices
 from edgecdn.cache.batch import Batched
-from edgecdn.cache.disk import DiskTier, SpooledBody, storage_error
+from edgecdn.cache.disk import INLINE_MAX, DiskTier, SpooledBody, storage_error
 from edgecdn.cache.entry import Entry, VaryMarker
 from edgecdn.cache.faults import Faults
 from edgecdn.cache.fill import Fill
@@ -194,6 +194,9 @@ class Store:
             return marker, None
         if item.body_name is None:
             return marker, MemoryObject(item, b"")
+        if item.stored.size <= INLINE_MAX:  # in its record: answered from memory, tier or not
+            body = self.disk.small_body(item)
+            return marker, None if body is None else MemoryObject(item, body)
         f = self.disk.open_body(item)
         if f is None:
             return marker, None

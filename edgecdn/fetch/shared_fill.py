@@ -17,6 +17,7 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from edgecdn.cache.disk import INLINE_MAX
 from edgecdn.cache.entry import Entry, VaryMarker
 from edgecdn.cache.fill import Fill
 from edgecdn.cache.store import Store
@@ -116,6 +117,15 @@ async def stored_elsewhere(
 def _open_stored(store: Store, entry: Entry) -> tuple[Entry, Fill] | None:
     if entry.body_name is None:
         return None
+    if entry.stored.size <= INLINE_MAX:  # in its record (cache/disk.py): a complete fill in memory
+        body = store.disk.small_body(entry)
+        if body is None:
+            return None
+        fill = Fill(store.disk.tmp / entry.body_name, -1, memory_limit=max(1, len(body)))
+        fill.memory = bytearray(body)
+        fill.received = len(body)
+        fill.complete = fill.done = fill.adopted = True
+        return entry, fill
     f = store.disk.open_body(entry)
     if f is None:
         return None

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from edgecdn.cache.disk import DiskTier, SpooledBody, body_file, new_body_name
+from edgecdn.cache.disk import INLINE_MAX, DiskTier, SpooledBody, body_file, new_body_name
 from edgecdn.cache.entry import Entry
+from edgecdn.cache.memory import MemoryObject
 from edgecdn.cache.store import Store
 from edgecdn.errors import StorageError
 from tests.component.test_coalescer import FakeClient, body_of, make, request, settle
@@ -98,10 +99,7 @@ async def test_200_concurrent_fills_are_written_in_two_transactions_and_all_land
         for i, entry in enumerate(entries):
             found = reopened.get(entry.key)
             assert isinstance(found, Entry) and found.body_name == entry.body_name
-            f = reopened.open_body(found)
-            assert f is not None
-            with f:
-                assert f.read() == b"%03d" % i * 10
+            assert reopened.small_body(found) == b"%03d" % i * 10  # in its record (INLINE_MAX)
         assert reopened.count() == 200
     finally:
         reopened.close()
@@ -137,6 +135,7 @@ async def test_a_body_that_cannot_be_written_fails_alone(tmp_path: Path) -> None
             (good, SpooledBody(str(store.disk.tmp / "good"), 3, data=b"yes")),
         ],
         16,
+        inline=False,  # bodies in files, as for slices and bodies above INLINE_MAX
     )
     assert isinstance(results[0], StorageError) and results[0].cause == "ENOENT"
     assert results[1] == []
@@ -163,7 +162,7 @@ async def test_a_failed_transaction_fails_the_batch_and_leaves_no_body_anywhere(
         return real_set(key, value, **kw)
 
     monkeypatch.setattr(store.disk.index, "set", failing_set)
-    results = store.disk.put_many(items, 16)
+    results = store.disk.put_many(items, 16, inline=False)  # files, so their removal is seen
     assert [r.cause for r in results if isinstance(r, StorageError)] == ["index"] * 3
     assert [store.disk.get(e.key) for e, _ in items] == [None] * 3  # rolled back together
     assert files_under(store.disk.tmp) == []
@@ -221,3 +220,52 @@ async def test_a_write_queued_as_the_writer_finishes_is_still_written(tmp_path: 
     async with asyncio.timeout(10):  # (wait_for would run it in a task of its own, a loop turn later)
         second = await commit_small(store, "/b", b"b")
     assert isinstance(store.disk.get(second.key), Entry) and store.writes.batches == 2
+
+
+# -- small bodies in their index record ------------------------------------------------------------------
+
+
+def body_files(store: Store) -> list[Path]:
+    return [p for p in Path(store.disk.index.directory).rglob("*.val")]
+
+
+async def test_a_small_body_lives_in_its_record_and_survives_a_restart(tmp_path: Path) -> None:
+    store = store_in(tmp_path)
+    small = await commit_small(store, "/small", b"s" * INLINE_MAX)
+    larger = await commit_small(store, "/larger", b"l" * (INLINE_MAX + 1))
+    assert [p.name for p in body_files(store)] == [f"{larger.body_name}.val"]  # the small one has no file
+    assert files_under(store.disk.tmp) == []
+    for memory_size in (1 << 20, 0):  # the memory tier on, and off: either way answered from the record
+        restarted = store_in(tmp_path, memory_size=memory_size, memory_object_max=memory_size)
+        found = await restarted.lookup("/small", {})
+        assert isinstance(found, MemoryObject) and found.body == b"s" * INLINE_MAX
+        assert found.entry.body_name == small.body_name
+    assert await restarted.remove("/small") == 1
+    assert restarted.disk.get("/small") is None and restarted.disk.index.get(("b", small.body_name)) is None
+
+
+async def test_a_small_body_stored_in_a_file_by_an_earlier_version_is_still_read(tmp_path: Path) -> None:
+    store = store_in(tmp_path)
+    entry = small_entry("/old", 3)
+    path = store.disk.tmp / "old-body"
+    path.write_bytes(b"old")
+    store.disk.put(entry, SpooledBody(str(path), 3), 16)  # a file, as every body was before
+    assert len(body_files(store)) == 1
+    found = await store_in(tmp_path).lookup("/old", {})
+    assert isinstance(found, MemoryObject) and found.body == b"old"
+
+
+async def test_a_small_slice_keeps_its_file(tmp_path: Path) -> None:
+    store = store_in(tmp_path)
+    entry = small_entry("/sliced#0", 3)
+    store.disk.put(entry, SpooledBody(str(store.disk.tmp / "s0"), 3, data=b"abc"), 1, inline=False)
+    assert [p.name for p in body_files(store)] == [f"{entry.body_name}.val"]
+
+
+async def test_a_small_body_of_the_wrong_size_is_dropped_and_counted(tmp_path: Path) -> None:
+    store = store_in(tmp_path)
+    entry = await commit_small(store, "/short", b"abc")
+    store.disk.index.set(("b", entry.body_name), b"ab")  # damaged: two bytes where its entry says three
+    again = store_in(tmp_path)  # its memory tier does not have it: read from the disk tier
+    assert await again.lookup("/short", {}) is None
+    assert again.disk.get("/short") is None and again.faults.counts == {"size-mismatch": 1}

@@ -20,7 +20,7 @@ from multidict import CIMultiDict
 from edgecdn.cache import disk as disk_module
 from edgecdn.cache import fill as fill_module
 from edgecdn.cache import store as store_module
-from edgecdn.cache.disk import new_body_name
+from edgecdn.cache.disk import INLINE_MAX, new_body_name
 from edgecdn.cache.entry import Entry, VaryMarker
 from edgecdn.cache.memory import MemoryObject
 from edgecdn.cache.store import DiskObject, Store
@@ -31,6 +31,7 @@ from edgecdn.policy.key import variant_key
 from edgecdn.policy.stored import StoredResponse
 
 PRIMARY = "/varies"
+BIG = INLINE_MAX + 100  # a body in a file of its own (smaller ones live in their index record)
 VARY = ("x-variant",)
 
 
@@ -142,12 +143,12 @@ async def test_a_body_file_of_the_wrong_size_is_a_miss_dropped_and_counted(
     tmp_path: Path, delta: int
 ) -> None:
     store = store_in(tmp_path, memory_object_max=10, memory_size=1000)
-    entry = await fill_and_commit(store, "/big", b"x" * 100)
+    entry = await fill_and_commit(store, "/big", b"x" * BIG)
     found = await store.lookup("/big", {})
     assert isinstance(found, DiskObject)
     found.file.close()
     (path,) = (tmp_path / "cache" / "index").rglob("*.val")
-    path.write_bytes(b"x" * (100 + delta))
+    path.write_bytes(b"x" * (BIG + delta))
     assert await store.lookup("/big", {}) is None
     assert store.disk.get(entry.key) is None  # dropped: the next request fills it again
     assert store.faults.counts == {"size-mismatch": 1}
@@ -157,7 +158,7 @@ async def test_an_os_error_of_the_disk_tier_is_a_storage_error_counted_by_errno(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = store_in(tmp_path, memory_object_max=10, memory_size=1000)
-    await fill_and_commit(store, "/big", b"x" * 100)
+    await fill_and_commit(store, "/big", b"x" * BIG)
 
     def eio(*_: object, **__: object) -> None:
         raise OSError(errno.EIO, "Input/output error")
@@ -237,7 +238,7 @@ async def test_a_body_read_failing_mid_lookup_is_a_storage_error_too(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = store_in(tmp_path)
-    await fill_and_commit(store, "/small", b"small body")
+    await fill_and_commit(store, "/small", b"s" * BIG)  # small enough for memory, in a file of its own
     store.memory.discard("/small")
     real_open = open
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -107,6 +108,16 @@ async def metric(s: aiohttp.ClientSession, admin: str, name: str, **labels: str)
     async with s.get(admin + "/metrics") as r:
         text = await r.text()
     return metric_sum(text, name, **labels)
+
+
+async def fills_stored(s: aiohttp.ClientSession, admin: str, at_least: float) -> None:
+    """Wait (bounded, 5 s) until the edge has stored `at_least` fills in all: a client is answered before
+    the disk index learns of its fill, so a test about what is stored waits for this first."""
+    for _ in range(500):
+        if await metric(s, admin, "edgecdn_fills_total", result="stored") >= at_least:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"fewer than {at_least:g} fills stored after 5 s")
 
 
 def metric_sum(text: str, name: str, **labels: str) -> float:

@@ -16,7 +16,7 @@ from edgecdn.control.admin_client import signed_headers
 from edgecdn.control.signing import generate_key, parse_key
 from origin.blob import blob_bytes, blob_etag
 from tests.integration.conftest import OriginClient, Proc
-from tests.integration.edge_client import Got, get, metric, origin_and_edge, session
+from tests.integration.edge_client import Got, fills_stored, get, metric, origin_and_edge, session
 
 MIB = 2**20
 KEY = generate_key("slices")
@@ -49,11 +49,8 @@ async def stored_get(s: aiohttp.ClientSession, admin: str, url: str, fills: int,
     """GET, then wait (bounded) until `fills` more fills are stored: the next request sees them."""
     before = await metric(s, admin, "edgecdn_fills_total", result="stored")
     got = await get(s, url, **headers)
-    for _ in range(500):
-        if await metric(s, admin, "edgecdn_fills_total", result="stored") >= before + fills:
-            return got
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{fills} fills not stored after {url}")
+    await fills_stored(s, admin, before + fills)
+    return got
 
 
 async def purge(s: aiohttp.ClientSession, admin: str, **payload: object) -> dict[str, object]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.integration.conftest import EdgeFactory, OriginClient
-from tests.integration.edge_client import admin_url, get, metric, session
+from tests.integration.edge_client import admin_url, fills_stored, get, metric, session
 
 SIZE = 2_000_000  # past the memory tier's per-object bound: answered from the disk tier
 
@@ -84,11 +84,7 @@ async def test_the_variant_cap_holds_under_concurrent_fills(origin: OriginClient
         filled = await asyncio.gather(*(one(v) for v in values))
         rescan = [await one(v) for v in values]  # sequential: each miss stores one more and evicts one
         # The index learns of a fill after its client is answered: wait (bounded) until every miss is.
-        misses = (filled + rescan).count("MISS")
-        for _ in range(500):
-            if await metric(s, admin_url(proc), "edgecdn_fills_total", result="stored") >= misses:
-                break
-            await asyncio.sleep(0.01)
+        await fills_stored(s, admin_url(proc), (filled + rescan).count("MISS"))
         evicted = await metric(s, admin_url(proc), "edgecdn_variants_evicted_total")
     assert set(filled) <= {"MISS", "HIT"}
     assert rescan.count("HIT") <= 16

@@ -70,15 +70,29 @@ class SpooledBody:
 
     def write(self) -> None:
         """Write `data` (if any) to `path`: then the body is a temporary file like any other."""
-        if self.data is None:
-            return
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(self.data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
+        if self.data is not None:
+            os.close(new_file(self.path, self.data))
+
+
+def new_file(path: str | os.PathLike[str], data: bytes = b"") -> int:
+    """A body file that did not exist, holding `data`, opened for reading and writing; nothing is left
+    behind when it cannot be written."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        pwrite_all(fd, data, 0)
+    except OSError:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    return fd
+
+
+def pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
 
 
 def _corrupt(e: sqlite3.DatabaseError) -> bool:

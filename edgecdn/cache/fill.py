@@ -12,7 +12,8 @@ import asyncio
 import os
 from pathlib import Path
 
-from edgecdn.cache.disk import SpooledBody
+from edgecdn.cache.disk import SpooledBody, new_file
+from edgecdn.cache.disk import pwrite_all as _pwrite_all  # a name of this module: tests replace it
 
 FLUSH_BYTES = 256 * 1024  # write to the file at least this often
 
@@ -25,6 +26,7 @@ class Fill:
         self._fd = fd  # -1: no file yet (made by the first flush)
         self._memory_limit = memory_limit
         self.memory: bytearray | None = bytearray() if memory_limit > 0 else None
+        self._whole: bytes | None = None  # `memory` as bytes, once asked for (whole())
         self._pending: list[bytes] = []  # received, not yet handed to the file
         self._pending_bytes = 0
         self._writing = b""  # handed to the file, write not finished yet
@@ -42,7 +44,7 @@ class Fill:
         """A fill below `tmp_dir`. A body that may stay in memory gets its file at its first flush; a
         large one at once, so a disk that cannot take a file fails the fill before any byte is shown."""
         path = tmp_dir / name
-        fd = -1 if memory_limit > 0 else await asyncio.to_thread(_create, path)
+        fd = -1 if memory_limit > 0 else await asyncio.to_thread(new_file, path)
         return cls(path, fd, memory_limit=memory_limit)
 
     # -- writer side -------------------------------------------------------------------------------
@@ -70,7 +72,7 @@ class Fill:
         self._pending_bytes = 0
         self._writing = data
         if self._fd < 0:
-            self._fd = await asyncio.to_thread(_create_with, self.path, data)
+            self._fd = await asyncio.to_thread(new_file, self.path, data)
         else:
             await asyncio.to_thread(_pwrite_all, self._fd, data, self.flushed)
         self.flushed += len(data)
@@ -82,10 +84,19 @@ class Fill:
         self.complete = True
         self._wake()
 
+    def whole(self) -> bytes | None:
+        """The body as bytes when all of it is in memory: copied once, for the memory tier and the index."""
+        if self.memory is None or len(self.memory) != self.received:
+            return None
+        if self._whole is None or len(self._whole) != self.received:
+            self._whole = bytes(self.memory)
+        return self._whole
+
     async def spool(self) -> SpooledBody:
         """The body as the disk tier adopts it: its file, flushed; or, never written, its bytes."""
-        if self._fd < 0 and self.memory is not None and len(self.memory) == self.received:
-            return SpooledBody(str(self.path), self.received, data=bytes(self.memory))
+        whole = self.whole()
+        if self._fd < 0 and whole is not None:
+            return SpooledBody(str(self.path), self.received, data=whole)
         await self.flush()
         if self._fd < 0:  # nothing was ever written: an empty body
             return SpooledBody(str(self.path), 0, data=b"")
@@ -152,26 +163,3 @@ class Fill:
             self._fd = -1
             if not self.adopted:
                 self.path.unlink(missing_ok=True)
-
-
-def _create(path: Path) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-
-
-def _create_with(path: Path, data: bytes) -> int:
-    fd = _create(path)
-    try:
-        _pwrite_all(fd, data, 0)
-    except OSError:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    return fd
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n

@@ -235,7 +235,7 @@ class Store:
 
         On a StorageError nothing of it stays visible (and the fill removes its file when it ends).
         """
-        body = bytes(fill.memory) if fill.memory is not None else None
+        body = fill.whole()
         item = self.memory.peek(entry.key)
         if not (isinstance(item, MemoryObject) and item.entry.body_name == entry.body_name):
             self.remember(entry, body)  # unless the fill already made it visible (before its flush)

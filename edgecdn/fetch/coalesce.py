@@ -593,8 +593,7 @@ class Coalescer:
             small_done = fill.memory is not None and fill.received <= self.cfg.cache.max_object_size
             if small_done and not flight.doomed and flight.part is None:
                 # Visible in memory before the next await, so no request falls between fill and store.
-                assert fill.memory is not None
-                self.store.remember(entry, bytes(fill.memory))
+                self.store.remember(entry, fill.whole())
                 self._unregister(flight)
         except OriginError as e:
             resp.abort()
